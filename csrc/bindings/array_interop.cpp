@@ -1,0 +1,252 @@
+#include "bindings/array_interop.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "bindings/dlpack_abi.h"
+#include "core/errors.h"
+
+namespace fl {
+namespace {
+
+std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
+
+DType dtype_from_format(const char* fmt, Py_ssize_t itemsize, const std::string& name, bool& ok) {
+  ok = true;
+  if (fmt) {
+    // skip byte-order / size prefixes ("<f", "=d", "@f")
+    while (*fmt == '<' || *fmt == '=' || *fmt == '@' || *fmt == '!') ++fmt;
+    if (std::strcmp(fmt, "f") == 0 && itemsize == 4) return DType::f32;
+    if (std::strcmp(fmt, "d") == 0 && itemsize == 8) return DType::f64;
+  }
+  ok = false;
+  return DType::f32;
+}
+
+[[noreturn]] void bad_dtype(const std::string& name, const std::string& got) {
+  throw TypeError(name + ": expected a float32 (or float64) array, got dtype " + got);
+}
+
+bool compact_strides(const std::vector<int64_t>& shape, const int64_t* strides, int64_t itemsize_units) {
+  // strides counted in elements when itemsize_units == 1, in bytes otherwise
+  int64_t expect = itemsize_units;
+  for (int i = int(shape.size()) - 1; i >= 0; --i) {
+    if (shape[i] != 1 && strides[i] != expect) return false;
+    expect *= shape[i];
+  }
+  return true;
+}
+
+bool from_buffer(py::handle obj, const std::string& name, bool writable, ArrayRef& out) {
+  if (!PyObject_CheckBuffer(obj.ptr())) return false;
+  auto* view = new Py_buffer;
+  if (PyObject_GetBuffer(obj.ptr(), view, PyBUF_RECORDS_RO) != 0) {
+    delete view;
+    PyErr_Clear();
+    return false;
+  }
+  out.keepalive = std::shared_ptr<void>(view, [](void* v) {
+    PyBuffer_Release(static_cast<Py_buffer*>(v));
+    delete static_cast<Py_buffer*>(v);
+  });
+  bool ok;
+  out.dtype = dtype_from_format(view->format, view->itemsize, name, ok);
+  if (!ok) {
+    std::string got = view->format ? view->format : "?";
+    if (py::hasattr(obj, "dtype")) got = py::str(obj.attr("dtype"));
+    bad_dtype(name, got);
+  }
+  out.data = view->buf;
+  out.readonly = view->readonly != 0;
+  out.shape.assign(view->shape, view->shape + view->ndim);
+  out.numel = 1;
+  for (auto s : out.shape) out.numel *= s;
+  out.contiguous = view->strides == nullptr || out.numel == 0 ||
+                   compact_strides(out.shape, reinterpret_cast<int64_t*>(view->strides), view->itemsize);
+  static_assert(sizeof(Py_ssize_t) == sizeof(int64_t), "64-bit platforms only");
+  out.device_type = dlpack::kCPU;
+  return true;
+}
+
+template <class M>
+void fill_from_dltensor(const dlpack::Tensor& t, const std::string& name, ArrayRef& out) {
+  if (t.dtype.code != dlpack::kFloat || t.dtype.lanes != 1 || (t.dtype.bits != 32 && t.dtype.bits != 64)) {
+    static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+    std::string got = (t.dtype.code < 7 ? codes[t.dtype.code] : "code" + std::to_string(t.dtype.code)) +
+                      std::to_string(t.dtype.bits);
+    bad_dtype(name, got);
+  }
+  out.dtype = t.dtype.bits == 32 ? DType::f32 : DType::f64;
+  out.data = static_cast<char*>(t.data) + t.byte_offset;
+  out.shape.assign(t.shape, t.shape + t.ndim);
+  out.numel = 1;
+  for (auto s : out.shape) out.numel *= s;
+  out.contiguous = t.strides == nullptr || out.numel == 0 || compact_strides(out.shape, t.strides, 1);
+  out.device_type = t.device.device_type;
+  out.device_id = t.device.device_id;
+  if (out.device_type == dlpack::kCUDAHost) out.device_type = dlpack::kCPU;
+}
+
+bool from_dlpack(py::handle obj, const std::string& name, ArrayRef& out) {
+  if (!py::hasattr(obj, "__dlpack__")) return false;
+  py::object src = py::reinterpret_borrow<py::object>(obj);
+  // torch refuses to export a tensor that requires grad; we only read/write its data.
+  if (py::hasattr(src, "requires_grad") && py::hasattr(src, "detach") &&
+      py::bool_(src.attr("requires_grad"))) {
+    src = src.attr("detach")();
+  }
+  py::object cap;
+  try {
+    cap = src.attr("__dlpack__")(py::arg("max_version") = py::make_tuple(1, 0));
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;
+    cap = src.attr("__dlpack__")();
+  }
+  if (!PyCapsule_CheckExact(cap.ptr())) throw TypeError(name + ": __dlpack__ did not return a capsule");
+  const char* cname = PyCapsule_GetName(cap.ptr());
+  // We do not consume the capsule: it stays named "dltensor[_versioned]", so
+  // its own destructor calls the producer's deleter once we drop it.
+  if (cname && std::strcmp(cname, "dltensor_versioned") == 0) {
+    auto* m = static_cast<dlpack::ManagedTensorVersioned*>(PyCapsule_GetPointer(cap.ptr(), cname));
+    if (!m) throw py::error_already_set();
+    if (m->version.major != 1) throw TypeError(name + ": unsupported DLPack major version " + std::to_string(m->version.major));
+    fill_from_dltensor<dlpack::ManagedTensorVersioned>(m->dl_tensor, name, out);
+    out.readonly = (m->flags & dlpack::kFlagReadOnly) != 0;
+  } else if (cname && std::strcmp(cname, "dltensor") == 0) {
+    auto* m = static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), cname));
+    if (!m) throw py::error_already_set();
+    fill_from_dltensor<dlpack::ManagedTensor>(m->dl_tensor, name, out);
+  } else {
+    throw TypeError(name + ": __dlpack__ returned a capsule that is not a DLPack tensor");
+  }
+  auto* keep = new py::object(std::move(cap));
+  out.keepalive = std::shared_ptr<void>(keep, [](void* p) { delete static_cast<py::object*>(p); });
+  return true;
+}
+
+}  // namespace
+
+std::string ArrayRef::device_str() const {
+  if (device_type == dlpack::kCPU) return "cpu";
+  if (device_type == dlpack::kCUDA || device_type == dlpack::kCUDAManaged) return "cuda:" + std::to_string(device_id);
+  return "device_type=" + std::to_string(device_type) + ":" + std::to_string(device_id);
+}
+
+ArrayRef borrow_array(py::handle obj, const std::string& name, bool writable) {
+  ArrayRef a;
+  a.name = name;
+  if (obj.is_none()) throw TypeError(name + ": expected an array, got None");
+  // numpy and friends: the buffer protocol tells read-only state and format.
+  // torch, CuPy, JAX: DLPack.
+  if (!from_buffer(obj, name, writable, a) && !from_dlpack(obj, name, a))
+    throw TypeError(name + ": expected an array supporting DLPack or the buffer protocol "
+                           "(numpy.ndarray, torch.Tensor, cupy.ndarray), got " + type_name(obj));
+  if (!a.contiguous)
+    throw ValueError(name + ": array must be contiguous (got strides that skip memory); "
+                            "pass a contiguous copy");
+  if (writable && a.readonly) throw ValueError(name + ": array is read-only but is updated in place");
+  return a;
+}
+
+FlatList BorrowedLists::flat(int first_stream) const {
+  FlatList f;
+  f.count = count;
+  f.offsets = offsets.data();
+  for (size_t i = 0; i < ptrs.size() && int(i) - first_stream < kMaxStreams; ++i) {
+    if (int(i) < first_stream) continue;
+    f.stream[i - first_stream] = arrays[i].empty() && count > 0 ? nullptr : const_cast<void* const*>(ptrs[i].data());
+  }
+  return f;
+}
+
+BorrowedLists borrow_lists(const std::vector<ListSpec>& specs) {
+  BorrowedLists out;
+  out.arrays.resize(specs.size());
+  out.ptrs.resize(specs.size());
+  int64_t n = -1;
+  const char* first_name = nullptr;
+  const ArrayRef* first = nullptr;
+  for (size_t li = 0; li < specs.size(); ++li) {
+    const auto& s = specs[li];
+    if (s.list.is_none()) continue;
+    if (!py::isinstance<py::sequence>(s.list) || py::isinstance<py::str>(s.list) ||
+        PyObject_CheckBuffer(s.list.ptr()) || py::hasattr(s.list, "__dlpack__"))
+      throw TypeError(std::string(s.name) + ": expected a list of arrays, got " + type_name(s.list));
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(s.list);
+    const int64_t len = int64_t(py::len(seq));
+    if (n < 0) {
+      n = len;
+      first_name = s.name;
+    } else if (len != n) {
+      throw ValueError(std::string(s.name) + " has " + std::to_string(len) + " arrays but " + first_name +
+                       " has " + std::to_string(n));
+    }
+    auto& arrs = out.arrays[li];
+    arrs.reserve(size_t(len));
+    for (int64_t i = 0; i < len; ++i) {
+      arrs.push_back(borrow_array(seq[size_t(i)], std::string(s.name) + "[" + std::to_string(i) + "]", s.writable));
+    }
+  }
+  out.count = n < 0 ? 0 : n;
+  out.offsets.assign(size_t(out.count + 1), 0);
+  // dtype / device / size agreement
+  for (size_t li = 0; li < specs.size(); ++li) {
+    for (const auto& a : out.arrays[li]) {
+      if (!first) {
+        first = &a;
+        continue;
+      }
+      if (a.dtype != first->dtype)
+        throw TypeError(a.name + " is " + (a.dtype == DType::f32 ? "float32" : "float64") + " but " + first->name +
+                        " is " + (first->dtype == DType::f32 ? "float32" : "float64") + ": all arrays must share one dtype");
+      if (a.device_type != first->device_type || a.device_id != first->device_id)
+        throw ValueError(a.name + " is on " + a.device_str() + " but " + first->name + " is on " +
+                         first->device_str() + ": all arrays must be on one device");
+    }
+  }
+  if (first) {
+    out.dtype = first->dtype;
+    out.device_type = first->device_type;
+    out.device_id = first->device_id;
+  }
+  for (int64_t i = 0; i < out.count; ++i) {
+    const ArrayRef* ref = nullptr;
+    for (size_t li = 0; li < specs.size(); ++li) {
+      if (out.arrays[li].empty()) continue;
+      const ArrayRef& a = out.arrays[li][size_t(i)];
+      if (!ref) {
+        ref = &a;
+      } else if (a.numel != ref->numel) {
+        throw ValueError(a.name + " has " + std::to_string(a.numel) + " elements but " + ref->name + " has " +
+                         std::to_string(ref->numel));
+      }
+    }
+    out.offsets[size_t(i + 1)] = out.offsets[size_t(i)] + (ref ? ref->numel : 0);
+  }
+  // aliasing: no written array may share memory with any other array
+  struct Span { uintptr_t b, e; bool w; const ArrayRef* a; };
+  std::vector<Span> spans;
+  for (size_t li = 0; li < specs.size(); ++li)
+    for (const auto& a : out.arrays[li])
+      if (a.numel > 0) spans.push_back({uintptr_t(a.data), uintptr_t(a.data) + a.nbytes(), specs[li].writable, &a});
+  std::sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.b < y.b; });
+  uintptr_t max_end_all = 0, max_end_w = 0;
+  const ArrayRef *holder_all = nullptr, *holder_w = nullptr;
+  for (const auto& s : spans) {
+    if (s.b < max_end_w)
+      throw ValueError(s.a->name + " shares memory with " + holder_w->name +
+                       ", which is updated in place: pass separate arrays");
+    if (s.w && s.b < max_end_all)
+      throw ValueError(s.a->name + " is updated in place but shares memory with " + holder_all->name +
+                       ": pass separate arrays");
+    if (s.e > max_end_all) { max_end_all = s.e; holder_all = s.a; }
+    if (s.w && s.e > max_end_w) { max_end_w = s.e; holder_w = s.a; }
+  }
+  for (size_t li = 0; li < specs.size(); ++li) {
+    out.ptrs[li].reserve(out.arrays[li].size());
+    for (const auto& a : out.arrays[li]) out.ptrs[li].push_back(a.data);
+  }
+  return out;
+}
+
+}  // namespace fl

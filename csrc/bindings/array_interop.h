@@ -1,0 +1,57 @@
+// Borrow any array that speaks the buffer protocol (numpy, array.array,
+// memoryview) or DLPack (PyTorch, CuPy, JAX ...) without copying it, and
+// check it against what a kernel needs.
+#pragma once
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cpu/kernel_table.h"
+
+namespace fl {
+namespace py = pybind11;
+
+struct ArrayRef {
+  void* data = nullptr;
+  int64_t numel = 0;
+  DType dtype = DType::f32;
+  int device_type = 1;  // DLPack device type: 1 CPU, 2 CUDA
+  int device_id = 0;
+  bool readonly = false;
+  bool contiguous = true;
+  std::vector<int64_t> shape;
+  std::string name;                 // e.g. "params[3]", for messages
+  std::shared_ptr<void> keepalive;  // releases the buffer / capsule (needs the GIL)
+
+  size_t nbytes() const { return size_t(numel) * (dtype == DType::f32 ? 4 : 8); }
+  std::string device_str() const;
+};
+
+// Borrow `obj`.  Raises TypeError for a non-array or a dtype other than
+// float32/float64, ValueError for a non-contiguous array or, when
+// `writable`, a read-only one.
+ArrayRef borrow_array(py::handle obj, const std::string& name, bool writable);
+
+// A validated set of same-length lists for one fused call.
+struct ListSpec {
+  const char* name;  // argument name, e.g. "exp_avgs"
+  py::handle list;   // a sequence of arrays, or None when optional and absent
+  bool writable;
+};
+struct BorrowedLists {
+  std::vector<std::vector<ArrayRef>> arrays;  // [list][tensor]; empty for absent lists
+  std::vector<int64_t> offsets;               // prefix sums of numel
+  std::vector<std::vector<void*>> ptrs;       // [list][tensor]
+  DType dtype = DType::f32;
+  int device_type = 1, device_id = 0;
+  int64_t count = 0;
+  FlatList flat(int first_stream = 0) const;
+};
+// Borrows every list, then checks: equal lengths, equal element counts per
+// tensor, one dtype, one device, and no written array overlapping any other.
+BorrowedLists borrow_lists(const std::vector<ListSpec>& specs);
+
+}  // namespace fl

@@ -1,0 +1,179 @@
+// Python bindings of the fused optimizer steps: fusedlearn._C.<rule>_.
+#include <pybind11/pybind11.h>
+
+#include "bindings/run_on_device.h"
+#include "core/dispatch.h"
+#include "cpu/optim/optim_hyper.h"
+#include "cuda/cuda_api.h"
+
+namespace fl {
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+struct StateArg {
+  const char* name;
+  py::object list;
+  bool required;
+  const char* why;  // why it is required, for the message
+};
+
+bool skip_for_found_inf(const py::object& found_inf) {
+  return !found_inf.is_none() && py::bool_(found_inf);
+}
+
+template <class H>
+void run_step(RuleId rule, const H& hyper, const py::object& params, const py::object& grads,
+              const std::vector<StateArg>& states) {
+  std::vector<ListSpec> specs{{"params", params, true}, {"grads", grads, false}};
+  for (const auto& s : states) {
+    if (s.required && s.list.is_none())
+      throw ValueError(std::string(s.name) + " is required " + s.why);
+    // A state list the rule does not use is not touched: drop it.
+    specs.push_back({s.name, s.required ? s.list : py::object(py::none()), true});
+  }
+  if (params.is_none()) throw TypeError("params: expected a list of arrays, got None");
+  if (grads.is_none()) throw TypeError("grads: expected a list of arrays, got None");
+  BorrowedLists bl = borrow_lists(specs);
+  if (bl.count == 0) return;
+  FlatList f = bl.flat();
+  if (on_cuda(bl)) {
+    cuda::optim_step(rule, &hyper, bl.dtype, f, bl.device_id);
+    return;
+  }
+  OptimKernel k = cpu_kernels().optim[int(bl.dtype)][rule];
+  py::gil_scoped_release nogil;
+  k(&hyper, f);
+}
+
+}  // namespace
+
+void bind_optim(py::module_& m) {
+  m.def(
+      "sgd_",
+      [](py::object params, py::object grads, py::object momentum_buffers, int64_t step, double lr,
+         double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+         py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        auto h = make_sgd_hyper(step, lr, momentum, dampening, weight_decay, nesterov, maximize);
+        run_step(kRule_sgd, h, params, grads, {{"momentum_buffers", momentum_buffers, momentum != 0, "when momentum != 0"}});
+      },
+      "params"_a, "grads"_a, "momentum_buffers"_a = py::none(), py::kw_only(), "step"_a = 1, "lr"_a = 1e-3,
+      "momentum"_a = 0.0, "dampening"_a = 0.0, "weight_decay"_a = 0.0, "nesterov"_a = false, "maximize"_a = false,
+      "found_inf"_a = py::none(),
+      "SGD (torch.optim.SGD semantics) on lists of arrays, in place. At step 1 the momentum buffer is "
+      "set to the gradient, as torch does when it creates it.");
+
+  m.def(
+      "adagrad_",
+      [](py::object params, py::object grads, py::object state_sums, int64_t step, double lr, double lr_decay,
+         double weight_decay, double eps, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        auto h = make_adagrad_hyper(step, lr, lr_decay, weight_decay, eps, maximize);
+        run_step(kRule_adagrad, h, params, grads, {{"state_sums", state_sums, true, ""}});
+      },
+      "params"_a, "grads"_a, "state_sums"_a, py::kw_only(), "step"_a = 1, "lr"_a = 1e-2, "lr_decay"_a = 0.0,
+      "weight_decay"_a = 0.0, "eps"_a = 1e-10, "maximize"_a = false, "found_inf"_a = py::none(),
+      "Adagrad (torch.optim.Adagrad semantics) on lists of arrays, in place.");
+
+  m.def(
+      "adadelta_",
+      [](py::object params, py::object grads, py::object square_avgs, py::object acc_deltas, int64_t step, double lr,
+         double rho, double eps, double weight_decay, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        if (step < 1) throw ValueError("Invalid step value: " + std::to_string(step) + " (steps count from 1)");
+        auto h = make_adadelta_hyper(lr, rho, eps, weight_decay, maximize);
+        run_step(kRule_adadelta, h, params, grads,
+                 {{"square_avgs", square_avgs, true, ""}, {"acc_deltas", acc_deltas, true, ""}});
+      },
+      "params"_a, "grads"_a, "square_avgs"_a, "acc_deltas"_a, py::kw_only(), "step"_a = 1, "lr"_a = 1.0,
+      "rho"_a = 0.9, "eps"_a = 1e-6, "weight_decay"_a = 0.0, "maximize"_a = false, "found_inf"_a = py::none(),
+      "Adadelta (torch.optim.Adadelta semantics) on lists of arrays, in place.");
+
+  m.def(
+      "rmsprop_",
+      [](py::object params, py::object grads, py::object square_avgs, py::object momentum_buffers,
+         py::object grad_avgs, int64_t step, double lr, double alpha, double eps, double weight_decay,
+         double momentum, bool centered, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        if (step < 1) throw ValueError("Invalid step value: " + std::to_string(step) + " (steps count from 1)");
+        auto h = make_rmsprop_hyper(lr, alpha, eps, weight_decay, momentum, centered, maximize);
+        run_step(kRule_rmsprop, h, params, grads,
+                 {{"square_avgs", square_avgs, true, ""},
+                  {"momentum_buffers", momentum_buffers, momentum > 0, "when momentum > 0"},
+                  {"grad_avgs", grad_avgs, centered, "when centered=True"}});
+      },
+      "params"_a, "grads"_a, "square_avgs"_a, "momentum_buffers"_a = py::none(), "grad_avgs"_a = py::none(),
+      py::kw_only(), "step"_a = 1, "lr"_a = 1e-2, "alpha"_a = 0.99, "eps"_a = 1e-8, "weight_decay"_a = 0.0,
+      "momentum"_a = 0.0, "centered"_a = false, "maximize"_a = false, "found_inf"_a = py::none(),
+      "RMSprop (torch.optim.RMSprop semantics) on lists of arrays, in place.");
+
+  auto adam_like = [](bool decoupled) {
+    return [decoupled](py::object params, py::object grads, py::object exp_avgs, py::object exp_avg_sqs,
+                       py::object max_exp_avg_sqs, int64_t step, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, bool amsgrad, bool maximize, py::object found_inf) {
+      if (skip_for_found_inf(found_inf)) return;
+      auto h = make_adam_hyper(step, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled);
+      run_step(kRule_adam, h, params, grads,
+               {{"exp_avgs", exp_avgs, true, ""},
+                {"exp_avg_sqs", exp_avg_sqs, true, ""},
+                {"max_exp_avg_sqs", max_exp_avg_sqs, amsgrad, "when amsgrad=True"}});
+    };
+  };
+  m.def("adam_", adam_like(false), "params"_a, "grads"_a, "exp_avgs"_a, "exp_avg_sqs"_a,
+        "max_exp_avg_sqs"_a = py::none(), py::kw_only(), "step"_a = 1, "lr"_a = 1e-3, "beta1"_a = 0.9,
+        "beta2"_a = 0.999, "eps"_a = 1e-8, "weight_decay"_a = 0.0, "amsgrad"_a = false, "maximize"_a = false,
+        "found_inf"_a = py::none(),
+        "Adam (torch.optim.Adam semantics, L2 weight decay added to the gradient) on lists of arrays, in place.");
+  m.def("adamw_", adam_like(true), "params"_a, "grads"_a, "exp_avgs"_a, "exp_avg_sqs"_a,
+        "max_exp_avg_sqs"_a = py::none(), py::kw_only(), "step"_a = 1, "lr"_a = 1e-3, "beta1"_a = 0.9,
+        "beta2"_a = 0.999, "eps"_a = 1e-8, "weight_decay"_a = 1e-2, "amsgrad"_a = false, "maximize"_a = false,
+        "found_inf"_a = py::none(),
+        "AdamW (torch.optim.AdamW semantics, decoupled weight decay) on lists of arrays, in place.");
+
+  m.def(
+      "adamax_",
+      [](py::object params, py::object grads, py::object exp_avgs, py::object exp_infs, int64_t step, double lr,
+         double beta1, double beta2, double eps, double weight_decay, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        auto h = make_adamax_hyper(step, lr, beta1, beta2, eps, weight_decay, maximize);
+        run_step(kRule_adamax, h, params, grads,
+                 {{"exp_avgs", exp_avgs, true, ""}, {"exp_infs", exp_infs, true, ""}});
+      },
+      "params"_a, "grads"_a, "exp_avgs"_a, "exp_infs"_a, py::kw_only(), "step"_a = 1, "lr"_a = 2e-3,
+      "beta1"_a = 0.9, "beta2"_a = 0.999, "eps"_a = 1e-8, "weight_decay"_a = 0.0, "maximize"_a = false,
+      "found_inf"_a = py::none(), "Adamax (torch.optim.Adamax semantics) on lists of arrays, in place.");
+
+  m.def(
+      "accsgd_",
+      [](py::object params, py::object grads, py::object momentum_buffers, int64_t step, double lr, double kappa,
+         double xi, double small_const, double weight_decay, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        if (step < 1) throw ValueError("Invalid step value: " + std::to_string(step) + " (steps count from 1)");
+        auto h = make_accsgd_hyper(lr, kappa, xi, small_const, weight_decay, maximize);
+        run_step(kRule_accsgd, h, params, grads, {{"momentum_buffers", momentum_buffers, true, ""}});
+      },
+      "params"_a, "grads"_a, "momentum_buffers"_a, py::kw_only(), "step"_a = 1, "lr"_a = 1e-3, "kappa"_a = 1000.0,
+      "xi"_a = 10.0, "small_const"_a = 0.7, "weight_decay"_a = 0.0, "maximize"_a = false,
+      "found_inf"_a = py::none(),
+      "AccSGD (Kidambi et al. 2018), computed in its exactly equivalent quasi-hyperbolic-momentum form: "
+      "one buffer b starting at 0, b <- mu b + (1-mu) g, p <- p - eta((1-nu) g + nu b), with "
+      "eta = lr e(1+xi)/(1+e), nu = (e xi - 1)/(e(1+xi)), mu = (kappa - e^2 xi)/(kappa + e xi), e = small_const.");
+
+  m.def(
+      "sdprop_",
+      [](py::object params, py::object grads, py::object exp_avgs, py::object exp_vars, int64_t step, double lr,
+         double gamma, double eps, double weight_decay, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        auto h = make_sdprop_hyper(step, lr, gamma, eps, weight_decay, maximize);
+        run_step(kRule_sdprop, h, params, grads,
+                 {{"exp_avgs", exp_avgs, true, ""}, {"exp_vars", exp_vars, true, ""}});
+      },
+      "params"_a, "grads"_a, "exp_avgs"_a, "exp_vars"_a, py::kw_only(), "step"_a = 1, "lr"_a = 1e-3,
+      "gamma"_a = 0.99, "eps"_a = 1e-8, "weight_decay"_a = 0.0, "maximize"_a = false, "found_inf"_a = py::none(),
+      "SDProp (Ida et al., IJCAI 2017; official Torch7 code): per element, with d = g - mu (old mean), "
+      "mu <- mu + (1-gamma) d, c <- gamma (c + (1-gamma) d^2), p <- p - lr sqrt(1-gamma^t) g / (sqrt(c) + eps).");
+}
+
+}  // namespace fl

@@ -1,0 +1,11 @@
+// Entry points each per-ISA build defines (in its own namespace) and
+// collects into its CpuKernels table.
+#pragma once
+#include "cpu/kernel_table.h"
+
+namespace fl {
+namespace FL_ISA_NS {
+void fill_optim_kernels(CpuKernels& k);
+void fill_elementwise_kernels(CpuKernels& k);
+}  // namespace FL_ISA_NS
+}  // namespace fl

@@ -1,0 +1,51 @@
+// The table of CPU kernels one instruction-set build provides.  Each kernel
+// source is compiled once per ISA; each build exports its table and the
+// dispatcher (core/dispatch.cpp) picks one at import.
+#pragma once
+#include <cstdint>
+#include "cpu/optim/optim_hyper.h"
+
+namespace fl {
+
+enum class DType : int { f32 = 0, f64 = 1 };
+
+// A list of tensors viewed as one flat index space [0, offsets[count]).
+// stream[0] = parameters (written), stream[1] = gradients (read),
+// stream[2 + k] = optimizer state k (written) or nullptr when unused.
+// Reductions and maps use stream[0] only.
+constexpr int kMaxStreams = 2 + kMaxStates;
+struct FlatList {
+  int64_t count = 0;
+  const int64_t* offsets = nullptr;  // count + 1 prefix sums of numel
+  void* const* stream[kMaxStreams] = {};
+};
+
+enum RuleId : int {
+#define FL_RULE_ENUM(name, R, H, S) kRule_##name,
+  FL_OPTIM_RULES(FL_RULE_ENUM)
+#undef FL_RULE_ENUM
+  kNumRules
+};
+
+using OptimKernel = void (*)(const void* hyper, const FlatList& list);
+using ReduceKernel = double (*)(const FlatList& list);
+using MapKernel = void (*)(const FlatList& list, double a, double b);
+
+struct CpuKernels {
+  const char* isa;
+  OptimKernel optim[2][kNumRules];  // [dtype][rule]
+  ReduceKernel sumsq[2];            // sum of squares, accumulated in double
+  ReduceKernel absmax[2];           // max |x| (NaN if any NaN)
+  ReduceKernel nonfinite[2];        // non-zero when any element is NaN or +-Inf
+  MapKernel scale[2];               // x *= a
+  MapKernel clamp[2];               // x = min(max(x, a), b)
+};
+
+// Threads kernels may use (fl::set_num_threads; defaults to OpenMP's maximum).
+int configured_threads();
+
+namespace isa_scalar { const CpuKernels& kernels(); }
+namespace isa_avx2 { const CpuKernels& kernels(); }
+namespace isa_avx512 { const CpuKernels& kernels(); }
+
+}  // namespace fl

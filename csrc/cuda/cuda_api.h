@@ -1,0 +1,27 @@
+// What the CUDA build offers the host code.  When the package is built
+// without a CUDA compiler, cuda/cuda_stub.cpp provides these and reports
+// "not built"; the module always imports, with or without a GPU or driver.
+#pragma once
+#include <string>
+#include "cpu/kernel_table.h"
+
+namespace fl {
+namespace cuda {
+
+bool built();
+// Number of usable devices; 0 when no driver or GPU is present (never throws).
+int device_count();
+std::string runtime_version();
+
+// One launch for the whole list (multi-tensor apply).  `list` holds device
+// pointers; `device` is the CUDA ordinal they live on.  Throws ValueError /
+// std::runtime_error with the CUDA error string on failure.
+void optim_step(int rule, const void* hyper, DType dtype, const FlatList& list, int device);
+double sumsq(DType dtype, const FlatList& list, int device);
+double absmax(DType dtype, const FlatList& list, int device);
+bool nonfinite(DType dtype, const FlatList& list, int device);
+void scale(DType dtype, const FlatList& list, double a, int device);
+void clamp(DType dtype, const FlatList& list, double lo, double hi, int device);
+
+}  // namespace cuda
+}  // namespace fl

@@ -1,0 +1,23 @@
+// Stand-in for the CUDA build when no CUDA compiler was found.
+#include <stdexcept>
+#include "cuda/cuda_api.h"
+#include "core/errors.h"
+
+namespace fl {
+namespace cuda {
+namespace {
+[[noreturn]] void fail() {
+  throw ValueError("fusedlearn was built without CUDA: GPU arrays are not supported by this build");
+}
+}  // namespace
+bool built() { return false; }
+int device_count() { return 0; }
+std::string runtime_version() { return ""; }
+void optim_step(int, const void*, DType, const FlatList&, int) { fail(); }
+double sumsq(DType, const FlatList&, int) { fail(); }
+double absmax(DType, const FlatList&, int) { fail(); }
+bool nonfinite(DType, const FlatList&, int) { fail(); }
+void scale(DType, const FlatList&, double, int) { fail(); }
+void clamp(DType, const FlatList&, double, double, int) { fail(); }
+}  // namespace cuda
+}  // namespace fl
