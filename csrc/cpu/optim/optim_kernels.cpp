@@ -10,6 +10,24 @@ namespace fl {
 namespace FL_ISA_NS {
 namespace {
 
+// Software prefetch distance in elements: the hardware prefetchers of one
+// core track few streams, and a rule touches up to five.
+constexpr int64_t kPrefetch = 1024;
+FL_HD void prefetch_r(const void* a) { __builtin_prefetch(a, 0, 3); }
+FL_HD void prefetch_w(const void* a) { __builtin_prefetch(a, 1, 3); }
+
+template <class R, class T>
+FL_HD void scalar_range(const R& rs, T* p, const T* g, T* s0, T* s1, T* s2, int64_t i, int64_t e) {
+  for (; i < e; ++i) {
+    T pv = p[i], a = s0 ? s0[i] : T(0), c = s1 ? s1[i] : T(0), d = s2 ? s2[i] : T(0);
+    rs(pv, g[i], a, c, d);
+    p[i] = pv;
+    if (s0) s0[i] = a;
+    if (s1) s1[i] = c;
+    if (s2) s2[i] = d;
+  }
+}
+
 template <template <class> class Rule, class H, class T>
 void segment(const Rule<T>& rs, const H& h, const FlatList& l, int64_t t, int64_t b, int64_t e) {
   T* p = static_cast<T*>(l.stream[0][t]);
@@ -20,11 +38,26 @@ void segment(const Rule<T>& rs, const H& h, const FlatList& l, int64_t t, int64_
   int64_t i = b;
 #ifdef FL_HAVE_SIMD
   if constexpr (std::is_same_v<T, float>) {
+    // Scalar head until the parameter stream is 64-byte aligned: arrays from
+    // one allocator usually share their misalignment, so this aligns them all
+    // and keeps vector loads from straddling cache lines.
+    if (e - i >= 256) {
+      const int64_t head = ((64 - int64_t(reinterpret_cast<uintptr_t>(p + i) & 63)) & 63) / int64_t(sizeof(T));
+      scalar_range(rs, p, g, s0, s1, s2, i, i + head);
+      i += head;
+    }
     using O = SimdOps;
     using V = typename O::V;
     const Rule<V> rv(h);
     const V zero(0.0f);
     for (; i + O::width <= e; i += O::width) {
+      if ((i & 15) == 0) {  // one prefetch per cache line per stream, kPrefetch ahead
+        prefetch_w(p + i + kPrefetch);
+        prefetch_r(g + i + kPrefetch);
+        if (s0) prefetch_w(s0 + i + kPrefetch);
+        if (s1) prefetch_w(s1 + i + kPrefetch);
+        if (s2) prefetch_w(s2 + i + kPrefetch);
+      }
       V pv = O::load(p + i);
       V a = s0 ? O::load(s0 + i) : zero;
       V c = s1 ? O::load(s1 + i) : zero;
@@ -37,14 +70,7 @@ void segment(const Rule<T>& rs, const H& h, const FlatList& l, int64_t t, int64_
     }
   }
 #endif
-  for (; i < e; ++i) {
-    T pv = p[i], a = s0 ? s0[i] : T(0), c = s1 ? s1[i] : T(0), d = s2 ? s2[i] : T(0);
-    rs(pv, g[i], a, c, d);
-    p[i] = pv;
-    if (s0) s0[i] = a;
-    if (s1) s1[i] = c;
-    if (s2) s2[i] = d;
-  }
+  scalar_range(rs, p, g, s0, s1, s2, i, e);
 }
 
 template <template <class> class Rule, class H, class T>
