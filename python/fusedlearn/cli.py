@@ -29,9 +29,9 @@ def _softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]
 
 def _make_blobs(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((classes, dim)).astype(np.float32) * 1.2
+    centers = rng.standard_normal((classes, dim)).astype(np.float32) * 0.6
     y = rng.integers(0, classes, n)
-    x = centers[y] + rng.standard_normal((n, dim)).astype(np.float32) * 1.5
+    x = centers[y] + rng.standard_normal((n, dim)).astype(np.float32) * 2.0
     return x.astype(np.float32), y
 
 

@@ -1,1 +1,28 @@
-"""Optimizers (placeholder, filled in below)."""
+"""Optimizers with torch.optim's API over fused multi-tensor kernels, learning-rate
+schedules and gradient clipping.
+
+Parameters may be torch tensors, ``fusedlearn.nn.Parameter`` objects or
+``(array, grad_array)`` pairs; each step is one fused kernel call per
+(param group, step count, device, dtype).
+"""
+from .optimizer import Optimizer
+from .sgd import SGD
+from .adagrad import Adagrad
+from .adadelta import Adadelta
+from .rmsprop import RMSprop
+from .adam import Adam, AdamW
+from .adamax import Adamax
+from .accsgd import AccSGD
+from .sdprop import SDProp
+from .grad_clip import clip_grad_norm_, clip_grad_value_, found_inf
+from .schedules import (
+    CosineAnnealingLR, ExponentialLR, InverseTimeLR, LRScheduler, ReduceLROnPlateau, StepLR,
+)
+from . import schedules
+
+__all__ = [
+    "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "AccSGD", "SDProp",
+    "clip_grad_norm_", "clip_grad_value_", "found_inf",
+    "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau", "InverseTimeLR",
+    "schedules",
+]

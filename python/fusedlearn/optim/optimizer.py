@@ -27,6 +27,10 @@ class Optimizer:
     whole step when one holds an inf or NaN; ``step(found_inf=...)`` does the
     same for a flag computed elsewhere (e.g. by a loss scaler).  Skipped steps
     change neither parameters nor state and are counted in ``skipped_steps``.
+
+    The torch-only keywords ``foreach``, ``fused``, ``capturable`` and
+    ``differentiable`` are accepted and kept in the groups (so torch state
+    dicts load both ways) but change nothing: every step is fused already.
     """
 
     _has_step = True  # keeps state['step']
@@ -107,11 +111,16 @@ class Optimizer:
 
     # ---- stepping -------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Set every gradient to None, or zero it in place (``set_to_none=False``; always for pairs)."""
         for group in self.param_groups:
             for p in group["params"]:
                 P.zero_grad_of(p, set_to_none)
 
     def step(self, closure=None, *, found_inf=None):
+        """One update of every param that has a gradient; returns ``closure()``'s loss, if given.
+
+        A truthy ``found_inf`` (bool, or 0-d array / tensor) skips the step.
+        """
         loss = None
         if closure is not None:
             torch = sys.modules.get("torch")
@@ -141,14 +150,14 @@ class Optimizer:
                 self._step_group(group, items)
         return loss
 
-    def _prepare_state(self, group: dict, p, data) -> tuple:
+    def _prepare_state(self, group: dict, p, data, names=None) -> tuple:
         """The state of ``p`` with every array the group needs; and the names created now."""
         state = self.state.get(p, {})
         created = []
         if self._has_step and "step" not in state:
             state["step"] = P.scalar_step(0, data)
             created.append("step")
-        for name in self._state_names(group):
+        for name in self._state_names(group) if names is None else names:
             if name not in state or state[name] is None:
                 state[name] = P.full_like(data, self._init_value(group, name))
                 created.append(name)
@@ -162,7 +171,7 @@ class Optimizer:
         bins: dict = {}
         try:
             for p, data, grad in items:
-                state, created = self._prepare_state(group, p, data)
+                state, created = self._prepare_state(group, p, data, names)
                 if created:
                     fresh[p] = created
                 step = self._kernel_step(state, created)
