@@ -124,6 +124,55 @@ bool from_dlpack(py::handle obj, const std::string& name, ArrayRef& out) {
   return true;
 }
 
+// torch.Tensor, read through its own accessors: several times cheaper than
+// its Python-level __dlpack__ (which matters for lists of hundreds of
+// parameters).  Returns false for anything it does not fully understand
+// (other layouts, devices), leaving it to the DLPack path.
+struct TorchTypes {
+  py::object tensor_type, float32, float64, strided;
+};
+const TorchTypes* torch_types() {
+  static TorchTypes* cached = nullptr;
+  if (cached) return cached;
+  PyObject* mod = PyImport_GetModule(py::str("torch").ptr());  // only if torch is already imported
+  if (!mod) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  py::object torch = py::reinterpret_steal<py::object>(mod);
+  if (!py::hasattr(torch, "Tensor") || !py::hasattr(torch, "strided")) return nullptr;
+  cached = new TorchTypes{torch.attr("Tensor"), torch.attr("float32"), torch.attr("float64"), torch.attr("strided")};
+  return cached;
+}
+
+bool from_torch(py::handle obj, const std::string& name, ArrayRef& out) {
+  const TorchTypes* tt = torch_types();
+  if (!tt || !py::isinstance(obj, tt->tensor_type)) return false;
+  if (!py::object(obj.attr("layout")).is(tt->strided)) return false;
+  const bool cuda = py::bool_(obj.attr("is_cuda"));
+  if (!cuda && !py::bool_(obj.attr("is_cpu"))) return false;
+  py::object dt = obj.attr("dtype");
+  if (dt.is(tt->float32)) {
+    out.dtype = DType::f32;
+  } else if (dt.is(tt->float64)) {
+    out.dtype = DType::f64;
+  } else {
+    std::string got = py::str(dt);
+    if (got.rfind("torch.", 0) == 0) got = got.substr(6);
+    bad_dtype(name, got);
+  }
+  out.numel = obj.attr("numel")().cast<int64_t>();
+  out.contiguous = out.numel == 0 || py::bool_(obj.attr("is_contiguous")());
+  out.data = reinterpret_cast<void*>(obj.attr("data_ptr")().cast<uintptr_t>());
+  out.shape = {out.numel};  // only the element count is used
+  out.device_type = cuda ? dlpack::kCUDA : dlpack::kCPU;
+  out.device_id = cuda ? obj.attr("get_device")().cast<int>() : 0;
+  out.readonly = false;
+  auto* keep = new py::object(py::reinterpret_borrow<py::object>(obj));
+  out.keepalive = std::shared_ptr<void>(keep, [](void* p) { delete static_cast<py::object*>(p); });
+  return true;
+}
+
 }  // namespace
 
 std::string ArrayRef::device_str() const {
@@ -138,7 +187,7 @@ ArrayRef borrow_array(py::handle obj, const std::string& name, bool writable) {
   if (obj.is_none()) throw TypeError(name + ": expected an array, got None");
   // numpy and friends: the buffer protocol tells read-only state and format.
   // torch, CuPy, JAX: DLPack.
-  if (!from_buffer(obj, name, writable, a) && !from_dlpack(obj, name, a))
+  if (!from_buffer(obj, name, writable, a) && !from_torch(obj, name, a) && !from_dlpack(obj, name, a))
     throw TypeError(name + ": expected an array supporting DLPack or the buffer protocol "
                            "(numpy.ndarray, torch.Tensor, cupy.ndarray), got " + type_name(obj));
   if (!a.contiguous)

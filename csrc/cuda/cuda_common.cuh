@@ -94,7 +94,7 @@ struct MetaView {
   const unsigned long long* ptr;
   const int* chunk_begin;
 
-  __device__ __forceinline__ explicit MetaView(const unsigned char* b) {
+  __host__ __device__ __forceinline__ explicit MetaView(const unsigned char* b) {
     const int* h = reinterpret_cast<const int*>(b);
     count = h[0];
     nchunks = h[1];
@@ -107,7 +107,7 @@ struct MetaView {
 
   // The tensor holding chunk c: the last t with chunk_begin[t] <= c (empty
   // tensors own no chunk, so the search never stops on one).
-  __device__ __forceinline__ int tensor_of(int c) const {
+  __host__ __device__ __forceinline__ int tensor_of(int c) const {
     int lo = 0, hi = count;
     while (hi - lo > 1) {
       const int mid = (lo + hi) >> 1;
@@ -123,7 +123,7 @@ struct Chunk {
   int n;
   long long begin;
 };
-__device__ __forceinline__ Chunk chunk_at(const MetaView& m, int c) {
+__host__ __device__ __forceinline__ Chunk chunk_at(const MetaView& m, int c) {
   Chunk k;
   k.t = m.tensor_of(c);
   k.begin = static_cast<long long>(c - m.chunk_begin[k.t]) << m.chunk_log2;
@@ -133,10 +133,18 @@ __device__ __forceinline__ Chunk chunk_at(const MetaView& m, int c) {
   return k;
 }
 template <class T>
-__device__ __forceinline__ T* stream_ptr(const MetaView& m, const Chunk& k, int s) {
+__host__ __device__ __forceinline__ T* stream_ptr(const MetaView& m, const Chunk& k, int s) {
   const unsigned long long a = m.ptr[size_t(k.t) * size_t(m.nstreams) + size_t(s)];
   return a ? reinterpret_cast<T*>(a) + k.begin : nullptr;
 }
+
+// Full unrolling of the short per-pack loops (device pass only: the same
+// loops also compile for the host, where the pragma is unknown to gcc).
+#if defined(__CUDA_ARCH__)
+#define FL_UNROLL _Pragma("unroll")
+#else
+#define FL_UNROLL
+#endif
 
 // 16 bytes of T (float4 / double2 sized) for vectorised loads and stores.
 template <class T>
@@ -145,27 +153,37 @@ struct alignas(16) Pack {
   T v[n];
 };
 template <class T>
-__device__ __forceinline__ Pack<T> load_pack(const T* p) {
+__host__ __device__ __forceinline__ Pack<T> load_pack(const T* p) {
   return *reinterpret_cast<const Pack<T>*>(p);
 }
 template <class T>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T>& x) {
+__host__ __device__ __forceinline__ void store_pack(T* p, const Pack<T>& x) {
   *reinterpret_cast<Pack<T>*>(p) = x;
 }
-__device__ __forceinline__ bool aligned16(const void* p) {
+__host__ __device__ __forceinline__ bool aligned16(const void* p) {
   return (reinterpret_cast<unsigned long long>(p) & 15ULL) == 0;
 }
 
-// ---- kernels: Op::operator()(const MetaView&) does the work ------------------------
+// Where a thread stands in the launch.  The element loops take it as an
+// argument (rather than reading blockIdx / threadIdx) so that they also run
+// on the host, where a test can emulate a launch thread by thread.
+struct Lane {
+  int block, nblocks, thread, nthreads;
+};
+
+// ---- kernels: Op::operator()(const MetaView&, Lane) does the work -----------------------
+__device__ __forceinline__ Lane this_lane() {
+  return Lane{int(blockIdx.x), int(gridDim.x), int(threadIdx.x), int(blockDim.x)};
+}
 template <class Op, int N>
 __global__ void __launch_bounds__(kThreads)
     list_kernel_param(const __grid_constant__ Op op, const __grid_constant__ ParamTable<N> table) {
-  op(MetaView(table.bytes));
+  op(MetaView(table.bytes), this_lane());
 }
 template <class Op>
 __global__ void __launch_bounds__(kThreads)
     list_kernel_global(const __grid_constant__ Op op, const unsigned char* __restrict__ table) {
-  op(MetaView(table));
+  op(MetaView(table), this_lane());
 }
 
 // ---- per-device workspace -----------------------------------------------------------
