@@ -1,10 +1,20 @@
 // Microbenchmarks of the fused optimizer steps against the machine's memory
 // bandwidth (a STREAM-like triad), with Google Benchmark.
 //
-//   optim/<rule>/<isa>/nt:<threads>/tensors:<k>   one fused step over 16M float32
-//                                                 parameters, split over k tensors
-//   triad/<store|stream>/nt:<threads>              a[i] = b[i] + s*c[i] on 16M float32,
-//                                                 normal or non-temporal stores
+//   optim/<rule>/<isa>/nt:<threads>/tensors:<k>[/staggered]
+//        one fused step over 16M float32 parameters, split over k tensors
+//   triad/<store|stream>/nt:<threads>[/staggered]
+//        a[i] = b[i] + s*c[i] on 16M float32, normal or non-temporal stores
+//
+// Layouts.  Every stream (p, g, each state; a, b, c) is its own 64-byte aligned
+// allocation.  Big allocations come straight from mmap, so by default all
+// streams start at the same offset within a page, as separate large numpy /
+// torch arrays do; that puts every stream's element i in the same cache set and
+// DRAM bank at once, which can cost bandwidth.  "/staggered" shifts stream k by
+// k * 576 B (STREAM offsets its arrays for the same reason): the triad with
+// staggered arrays is the cleaner hardware limit, and adam / sdprop are run
+// both ways to show what the layout costs.  200-tensor lists come from the heap
+// at assorted offsets.
 //
 // Every benchmark reports bytes_per_second (SetBytesProcessed, binary units)
 // and a "GB/s" counter (decimal, 1e9 B/s), both from the real (wall) time.
@@ -99,23 +109,29 @@ std::vector<int64_t> split_sizes(int64_t total, int count) {
   return n;
 }
 
+// Stream k of a staggered layout starts k * kStaggerFloats floats (576 B, nine
+// cache lines) into its allocation, so no two streams share a page offset.
+constexpr int64_t kStaggerFloats = 144;
+
 // One set of 5 streams (p, g, s0, s1, s2), each split into `count` tensors that
 // are separate allocations.
 struct Layout {
   int count = 0;
   int64_t total = 0;
+  bool staggered = false;
   std::vector<int64_t> offsets;                 // count + 1
   std::array<std::vector<FloatBuf>, fl::kMaxStreams> bufs;
   std::array<std::vector<void*>, fl::kMaxStreams> ptrs;
 
-  Layout(int64_t n, int k) : count(k), total(n) {
+  Layout(int64_t n, int k, bool stagger) : count(k), total(n), staggered(stagger) {
     std::vector<int64_t> sizes = k == 1 ? std::vector<int64_t>{n} : split_sizes(n, k);
     offsets.assign(k + 1, 0);
     for (int t = 0; t < k; ++t) offsets[t + 1] = offsets[t] + sizes[t];
     for (int s = 0; s < fl::kMaxStreams; ++s) {
+      const int64_t shift = stagger ? s * kStaggerFloats : 0;
       for (int t = 0; t < k; ++t) {
-        bufs[s].push_back(alloc_floats(sizes[t]));
-        ptrs[s].push_back(bufs[s].back().get());
+        bufs[s].push_back(alloc_floats(sizes[t] + shift));
+        ptrs[s].push_back(bufs[s].back().get() + shift);
       }
     }
     reset();
@@ -146,11 +162,11 @@ struct Layout {
   }
 };
 
-Layout& layout(int tensors) {
+Layout& layout(int tensors, bool staggered) {
   // Built on first use and kept: the 16M x 5 streams are 320 MB per layout.
-  static std::unique_ptr<Layout> one, many;
-  auto& slot = tensors == 1 ? one : many;
-  if (!slot || slot->count != tensors) slot.reset(new Layout(element_count(), tensors));
+  static std::unique_ptr<Layout> one, one_staggered, many;
+  auto& slot = tensors != 1 ? many : staggered ? one_staggered : one;
+  if (!slot || slot->count != tensors) slot.reset(new Layout(element_count(), tensors, staggered));
   return *slot;
 }
 
@@ -214,10 +230,10 @@ void set_rates(benchmark::State& st, double bytes_per_iter, double elems) {
   st.counters["B/elem"] = bytes_per_iter / elems;
 }
 
-void bm_optim(benchmark::State& st, const Case* c, std::string isa, int threads, int tensors) {
+void bm_optim(benchmark::State& st, const Case* c, std::string isa, int threads, int tensors, bool staggered) {
   fl::set_isa(isa);
   fl::set_num_threads(threads);
-  Layout& L = layout(tensors);
+  Layout& L = layout(tensors, staggered);
   L.reset();
   const fl::FlatList f = L.flat(c->states);
   const fl::OptimKernel k = fl::cpu_kernels().optim[int(fl::DType::f32)][c->rule];
@@ -255,22 +271,30 @@ __attribute__((target("avx2"))) void triad_stream(float* a, const float* b, cons
 
 struct TriadData {
   int64_t n;
-  FloatBuf a, b, c;
-  explicit TriadData(int64_t n_) : n(n_), a(alloc_floats(n_)), b(alloc_floats(n_)), c(alloc_floats(n_)) {
-    fill(a.get(), n, [](int64_t) { return 0.0f; });
-    fill(b.get(), n, [](int64_t i) { return 1.0f + float(i % 7); });
-    fill(c.get(), n, [](int64_t i) { return 2.0f - float(i % 5); });
+  FloatBuf buf[3];
+  float *a, *b, *c;
+  TriadData(int64_t n_, bool stagger) : n(n_) {
+    float* p[3];
+    for (int k = 0; k < 3; ++k) {
+      const int64_t shift = stagger ? k * kStaggerFloats : 0;
+      buf[k] = alloc_floats(n + shift);
+      p[k] = buf[k].get() + shift;
+    }
+    a = p[0], b = p[1], c = p[2];
+    fill(a, n, [](int64_t) { return 0.0f; });
+    fill(b, n, [](int64_t i) { return 1.0f + float(i % 7); });
+    fill(c, n, [](int64_t i) { return 2.0f - float(i % 5); });
   }
 };
 
-TriadData& triad_data() {
-  static TriadData d(element_count());
-  return d;
+TriadData& triad_data(bool staggered) {
+  static TriadData same(element_count(), false), shifted(element_count(), true);
+  return staggered ? shifted : same;
 }
 
-void bm_triad(benchmark::State& st, bool nontemporal, int threads) {
-  TriadData& d = triad_data();
-  float *a = d.a.get(), *b = d.b.get(), *c = d.c.get();
+void bm_triad(benchmark::State& st, bool nontemporal, int threads, bool staggered) {
+  TriadData& d = triad_data(staggered);
+  float *a = d.a, *b = d.b, *c = d.c;
   const int64_t n = d.n;
   const float s = 3.0f;
   auto body = nontemporal ? triad_stream : triad_store;
@@ -314,9 +338,12 @@ void register_all() {
   };
 
   if (cpu_has_avx2()) {
-    for (int nt : thread_counts) {
-      tune(benchmark::RegisterBenchmark(("triad/store/nt:" + std::to_string(nt)).c_str(), bm_triad, false, nt));
-      tune(benchmark::RegisterBenchmark(("triad/stream/nt:" + std::to_string(nt)).c_str(), bm_triad, true, nt));
+    for (bool stag : {false, true}) {
+      for (int nt : thread_counts) {
+        const std::string tail = "/nt:" + std::to_string(nt) + (stag ? "/staggered" : "");
+        tune(benchmark::RegisterBenchmark(("triad/store" + tail).c_str(), bm_triad, false, nt, stag));
+        tune(benchmark::RegisterBenchmark(("triad/stream" + tail).c_str(), bm_triad, true, nt, stag));
+      }
     }
   } else {
     std::fprintf(stderr, "fl_optim_bench: no AVX2 on this CPU, the triad reference is skipped\n");
@@ -326,17 +353,21 @@ void register_all() {
     for (const auto& isa : isas) {
       for (int nt : thread_counts) {
         const std::string name = "optim/" + c.name + "/" + isa + "/nt:" + std::to_string(nt) + "/tensors:1";
-        tune(benchmark::RegisterBenchmark(name.c_str(), bm_optim, &c, isa, nt, 1));
+        tune(benchmark::RegisterBenchmark(name.c_str(), bm_optim, &c, isa, nt, 1, false));
       }
     }
   }
-  // Many tensors: the same 16M elements in 200 separate allocations.
+  // adam and sdprop: the same single tensor with staggered streams, and the same
+  // 16M elements as 200 tensors (separate allocations).
   for (const Case& c : cases) {
     if (c.name != "adam" && c.name != "sdprop") continue;
-    for (const auto& isa : isas) {
-      for (int nt : thread_counts) {
-        const std::string name = "optim/" + c.name + "/" + isa + "/nt:" + std::to_string(nt) + "/tensors:200";
-        tune(benchmark::RegisterBenchmark(name.c_str(), bm_optim, &c, isa, nt, 200));
+    for (int tensors : {1, 200}) {
+      for (const auto& isa : isas) {
+        for (int nt : thread_counts) {
+          const std::string name = "optim/" + c.name + "/" + isa + "/nt:" + std::to_string(nt) +
+                                   "/tensors:" + std::to_string(tensors) + (tensors == 1 ? "/staggered" : "");
+          tune(benchmark::RegisterBenchmark(name.c_str(), bm_optim, &c, isa, nt, tensors, tensors == 1));
+        }
       }
     }
   }

@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""Fused optimizer steps: fusedlearn against torch.optim and numpy.
+
+For every rule, on (a) one float32 tensor of N parameters and (b) 200 tensors
+totalling N (N = 16M, or 4M with --quick), at each thread count, times one
+optimizer step of:
+
+  ours-np     fusedlearn.functional.<rule>_ on numpy arrays
+  ours-t      fusedlearn.functional.<rule>_ on torch tensors (allocated by torch)
+  t-fused     torch.optim.<Rule>(fused=True)      where torch has a CPU fused kernel
+  t-foreach   torch.optim.<Rule>(foreach=True)    multi-tensor (_foreach_*) path
+  t-single    torch.optim.<Rule>(foreach=False)   per-tensor path (torch's CPU default)
+  numpy       the same rule written with in-place numpy ufuncs (out=, no temporaries
+              beyond two preallocated scratch arrays), in a subprocess
+
+Only the step is timed: gradients are set beforehand (torch: ``p.grad``) and
+stay fixed.  Each implementation is warmed up, then timed in interleaved rounds
+(one untimed step whenever the implementation changes); the figure is the median
+step.  Effective GB/s = bytes_per_param * N / median time, where bytes_per_param
+counts each stream the rule must read and write once (Adam: p, g, m, v read and
+p, m, v written = 28 B).
+
+    PYTHONPATH=python python3 bench/bench_optim.py [--rules adam,sdprop] [--threads 1,2]
+                                                   [--quick] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+# ---- the rules -------------------------------------------------------------------
+
+RULES = ["sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax", "sdprop", "accsgd"]
+
+# Hyperparameters, in torch.optim's names, shared by every implementation.
+HP = {
+    "sgd": dict(lr=0.01, momentum=0.9),
+    "adagrad": dict(lr=0.01, eps=1e-10),
+    "adadelta": dict(lr=1.0, rho=0.9, eps=1e-6),
+    "rmsprop": dict(lr=0.01, alpha=0.99, eps=1e-8),
+    "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8),
+    "adamw": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2),
+    "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8),
+    "sdprop": dict(lr=1e-3, gamma=0.99, eps=1e-8),
+    "accsgd": dict(lr=1e-3, kappa=1000.0, xi=10.0, small_const=0.7),
+}
+# State streams per parameter (each read and written once per step).
+NSTATE = {"sgd": 1, "adagrad": 1, "adadelta": 2, "rmsprop": 1, "adam": 2, "adamw": 2, "adamax": 2,
+          "sdprop": 2, "accsgd": 1}
+# torch.optim peers.  AccSGD has none (torch's ASGD is averaged SGD, another
+# algorithm), nor has SDProp.
+TORCH_CLASS = {"sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop",
+               "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax"}
+
+
+def bytes_per_param(rule: str) -> int:
+    # p and the states are read and written, g only read: 4 B each way.
+    return 4 * (2 + NSTATE[rule]) + 4 * (1 + NSTATE[rule])
+
+
+def split_sizes(total: int, count: int) -> list[int]:
+    """The 200-tensor layout, the same formula as bench/optim_bench.cpp."""
+    w = [1 + (i * 37) % 101 for i in range(count)]
+    ws = sum(w)
+    sizes = [total * x // ws for x in w[:-1]]
+    sizes.append(total - sum(sizes))
+    return sizes
+
+
+def case_sizes(case: str, n: int) -> list[int]:
+    return [n] if case == "one" else split_sizes(n, 200)
+
+
+CASE_LABEL = {"one": "1 tensor", "many": "200 tensors"}
+
+# ---- numpy reference implementations -----------------------------------------------
+
+
+def np_step(rule: str, p, g, s, step: int, t1, t2) -> None:
+    """One step of `rule` on one array, in place, with ufuncs writing into p, the
+    states s, or the scratch arrays t1, t2 (same shape as p)."""
+    h = HP[rule]
+    if rule == "sgd":
+        (buf,) = s
+        if step == 1:
+            np.copyto(buf, g)
+        else:
+            np.multiply(buf, h["momentum"], out=buf)
+            np.add(buf, g, out=buf)
+        np.multiply(buf, h["lr"], out=t1)
+        np.subtract(p, t1, out=p)
+    elif rule == "adagrad":
+        (acc,) = s
+        np.multiply(g, g, out=t1)
+        np.add(acc, t1, out=acc)
+        np.sqrt(acc, out=t1)
+        np.add(t1, h["eps"], out=t1)
+        np.divide(g, t1, out=t1)
+        np.multiply(t1, h["lr"], out=t1)
+        np.subtract(p, t1, out=p)
+    elif rule == "adadelta":
+        sq, acc = s
+        rho, eps = h["rho"], h["eps"]
+        np.multiply(sq, rho, out=sq)
+        np.multiply(g, g, out=t1)
+        np.multiply(t1, 1.0 - rho, out=t1)
+        np.add(sq, t1, out=sq)
+        np.add(acc, eps, out=t1)
+        np.sqrt(t1, out=t1)
+        np.add(sq, eps, out=t2)
+        np.sqrt(t2, out=t2)
+        np.divide(t1, t2, out=t1)
+        np.multiply(t1, g, out=t1)  # delta
+        np.multiply(acc, rho, out=acc)
+        np.multiply(t1, t1, out=t2)
+        np.multiply(t2, 1.0 - rho, out=t2)
+        np.add(acc, t2, out=acc)
+        np.multiply(t1, h["lr"], out=t1)
+        np.subtract(p, t1, out=p)
+    elif rule == "rmsprop":
+        (sq,) = s
+        a = h["alpha"]
+        np.multiply(sq, a, out=sq)
+        np.multiply(g, g, out=t1)
+        np.multiply(t1, 1.0 - a, out=t1)
+        np.add(sq, t1, out=sq)
+        np.sqrt(sq, out=t1)
+        np.add(t1, h["eps"], out=t1)
+        np.divide(g, t1, out=t1)
+        np.multiply(t1, h["lr"], out=t1)
+        np.subtract(p, t1, out=p)
+    elif rule in ("adam", "adamw"):
+        m, v = s
+        b1, b2 = h["betas"]
+        lr = h["lr"]
+        if rule == "adamw":
+            np.multiply(p, 1.0 - lr * h["weight_decay"], out=p)
+        np.subtract(g, m, out=t1)
+        np.multiply(t1, 1.0 - b1, out=t1)
+        np.add(m, t1, out=m)
+        np.multiply(v, b2, out=v)
+        np.multiply(g, g, out=t1)
+        np.multiply(t1, 1.0 - b2, out=t1)
+        np.add(v, t1, out=v)
+        np.sqrt(v, out=t1)
+        np.multiply(t1, 1.0 / math.sqrt(1.0 - b2 ** step), out=t1)
+        np.add(t1, h["eps"], out=t1)
+        np.divide(m, t1, out=t1)
+        np.multiply(t1, lr / (1.0 - b1 ** step), out=t1)
+        np.subtract(p, t1, out=p)
+    elif rule == "adamax":
+        m, u = s
+        b1, b2 = h["betas"]
+        np.subtract(g, m, out=t1)
+        np.multiply(t1, 1.0 - b1, out=t1)
+        np.add(m, t1, out=m)
+        np.multiply(u, b2, out=u)
+        np.abs(g, out=t1)
+        np.add(t1, h["eps"], out=t1)
+        np.maximum(u, t1, out=u)
+        np.divide(m, u, out=t1)
+        np.multiply(t1, h["lr"] / (1.0 - b1 ** step), out=t1)
+        np.subtract(p, t1, out=p)
+    elif rule == "sdprop":
+        mean, var = s
+        gm = h["gamma"]
+        np.subtract(g, mean, out=t1)  # diff, against the old mean
+        np.multiply(t1, 1.0 - gm, out=t2)
+        np.add(mean, t2, out=mean)
+        np.multiply(t1, t1, out=t1)
+        np.multiply(t1, 1.0 - gm, out=t1)
+        np.add(var, t1, out=var)
+        np.multiply(var, gm, out=var)
+        np.sqrt(var, out=t1)
+        np.add(t1, h["eps"], out=t1)
+        np.divide(g, t1, out=t1)
+        np.multiply(t1, h["lr"] * math.sqrt(1.0 - gm ** step), out=t1)
+        np.subtract(p, t1, out=p)
+    elif rule == "accsgd":
+        (b,) = s
+        e, xi, kappa = h["small_const"], h["xi"], h["kappa"]
+        eta = h["lr"] * e * (1.0 + xi) / (1.0 + e)
+        nu = (e * xi - 1.0) / (e * (1.0 + xi))
+        mu = (kappa - e * e * xi) / (kappa + e * xi)
+        np.multiply(b, mu, out=b)
+        np.multiply(g, 1.0 - mu, out=t1)
+        np.add(b, t1, out=b)
+        np.multiply(g, eta * (1.0 - nu), out=t1)
+        np.multiply(b, eta * nu, out=t2)
+        np.add(t1, t2, out=t1)
+        np.subtract(p, t1, out=p)
+    else:
+        raise ValueError(rule)
+
+
+class NumpyRef:
+    """The numpy implementation over a list of arrays, with shared scratch space."""
+
+    def __init__(self, rule, params, grads, states):
+        self.rule, self.p, self.g, self.s = rule, params, grads, states
+        big = max(x.size for x in params)
+        self.t1 = np.empty(big, np.float32)
+        self.t2 = np.empty(big, np.float32)
+        self.t1.fill(0)
+        self.t2.fill(0)
+        self.step = 0
+
+    def __call__(self):
+        self.step += 1
+        for i, (p, g) in enumerate(zip(self.p, self.g)):
+            n = p.size
+            np_step(self.rule, p, g, [s[i] for s in self.s], self.step, self.t1[:n], self.t2[:n])
+
+
+def make_numpy_data(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(n, dtype=np.float32) * np.float32(0.1) for n in sizes]
+    grads = [rng.standard_normal(n, dtype=np.float32) * np.float32(1e-3) for n in sizes]
+    return params, grads
+
+
+def zeros_touched(n):
+    z = np.empty(n, np.float32)
+    z.fill(0)  # np.zeros would leave the pages unmapped until the first step
+    return z
+
+
+# ---- timing --------------------------------------------------------------------------
+
+
+def measure(methods: dict, warmup: int, rounds: int, per_round: int, slow_s: float = 1.0) -> dict:
+    """Median seconds per call of each callable; implementations interleave by round.
+
+    An implementation whose warm-up step takes over `slow_s` seconds (torch's
+    multi-threaded paths on an oversubscribed machine can take that long) is
+    timed once per round instead of `per_round` times, to bound the run time."""
+    times = {k: [] for k in methods}
+    reps = {}
+    for name, fn in methods.items():
+        last = 0.0
+        for _ in range(warmup):
+            t0 = time.perf_counter()
+            fn()
+            last = time.perf_counter() - t0
+        reps[name] = per_round if last <= slow_s else 1
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            fn()  # untimed: lets the previous implementation's threads go quiet
+            for _ in range(reps[name]):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ---- numpy worker (subprocess) -----------------------------------------------------
+
+
+def numpy_worker(cfg: dict) -> dict:
+    out = {}
+    for rule in cfg["rules"]:
+        for case in cfg["cases"]:
+            sizes = case_sizes(case, cfg["n"])
+            p, g = make_numpy_data(sizes)
+            states = [[zeros_touched(n) for n in sizes] for _ in range(NSTATE[rule])]
+            ref = NumpyRef(rule, p, g, states)
+            out[f"{rule}/{case}"] = measure({"numpy": ref}, cfg["warmup"], cfg["rounds"], cfg["per_round"])["numpy"]
+            del p, g, states, ref
+    return out
+
+
+def run_numpy_subprocess(cfg: dict) -> dict:
+    env = dict(os.environ)
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        env.pop(k, None)
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--_numpy-worker", json.dumps(cfg)],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr)
+        raise RuntimeError("numpy worker failed")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ---- ours and torch ------------------------------------------------------------------
+
+
+def ours_kwargs(rule: str) -> dict:
+    h = dict(HP[rule])
+    if "betas" in h:
+        h["beta1"], h["beta2"] = h.pop("betas")
+    return h
+
+
+class Ours:
+    """fusedlearn.functional.<rule>_ over lists of arrays (numpy or torch)."""
+
+    def __init__(self, F, rule, params, grads, states):
+        self.fn = getattr(F, rule + "_")
+        self.kw = ours_kwargs(rule)
+        self.p, self.g, self.s = params, grads, states
+        self.step = 0
+
+    def __call__(self):
+        self.step += 1
+        self.fn(self.p, self.g, *self.s, step=self.step, **self.kw)
+
+
+def torch_variants(torch, rule):
+    """(name, constructor kwargs) of the torch.optim paths to try."""
+    return [("t-fused", dict(fused=True)), ("t-foreach", dict(foreach=True)), ("t-single", dict(foreach=False))]
+
+
+def make_torch_opt(torch, rule, params, variant_kw):
+    cls = getattr(torch.optim, TORCH_CLASS[rule])
+    return cls(params, **HP[rule], **variant_kw)
+
+
+def torch_params(torch, p_np, g_np):
+    ps = []
+    for p0, g0 in zip(p_np, g_np):
+        p = torch.empty(p0.shape, dtype=torch.float32)
+        p.copy_(torch.from_numpy(p0))
+        p.requires_grad_(True)
+        g = torch.empty(g0.shape, dtype=torch.float32)
+        g.copy_(torch.from_numpy(g0))
+        p.grad = g
+        ps.append(p)
+    return ps
+
+
+def check_rules(torch, F, rules) -> list[str]:
+    """3 steps on 1000 (+ 37) elements: ours, numpy reference and torch.optim agree."""
+    problems = []
+    sizes = [1000, 37]
+    for rule in rules:
+        p0, g0 = make_numpy_data(sizes, seed=1)
+        # numpy reference
+        p_ref = [x.copy() for x in p0]
+        ref = NumpyRef(rule, p_ref, g0, [[np.zeros(n, np.float32) for n in sizes] for _ in range(NSTATE[rule])])
+        # ours
+        p_ours = [x.copy() for x in p0]
+        ours = Ours(F, rule, p_ours, g0, [[np.zeros(n, np.float32) for n in sizes] for _ in range(NSTATE[rule])])
+        for _ in range(3):
+            ref()
+            ours()
+        for a, b in zip(p_ours, p_ref):
+            if not np.allclose(a, b, rtol=1e-4, atol=1e-6):
+                problems.append(f"{rule}: ours vs numpy reference differ (max {np.abs(a - b).max():.3g})")
+                break
+        if rule in TORCH_CLASS:
+            tp = torch_params(torch, p0, g0)
+            opt = make_torch_opt(torch, rule, tp, dict(foreach=False))
+            for _ in range(3):
+                opt.step()
+            for a, b in zip(p_ours, tp):
+                b = b.detach().numpy()
+                if not np.allclose(a, b, rtol=1e-4, atol=1e-6):
+                    problems.append(f"{rule}: ours vs torch.optim differ (max {np.abs(a - b).max():.3g})")
+                    break
+    return problems
+
+
+def bench_rule_case(torch, F, fl, rule, case, n, threads, timing, log) -> dict:
+    sizes = case_sizes(case, n)
+    p0, g0 = make_numpy_data(sizes)
+    methods = {}
+    skipped = {}
+
+    # ours on numpy arrays (numpy's allocator)
+    methods["ours-np"] = Ours(F, rule, [x.copy() for x in p0], [x.copy() for x in g0],
+                              [[zeros_touched(k) for k in sizes] for _ in range(NSTATE[rule])])
+    # ours on torch tensors (torch's allocator, as torch.optim's params and state)
+    tp = torch_params(torch, p0, g0)
+    with torch.no_grad():
+        methods["ours-t"] = Ours(F, rule, [p.detach() for p in tp], [p.grad for p in tp],
+                                 [[torch.zeros_like(p) for p in tp] for _ in range(NSTATE[rule])])
+    if rule in TORCH_CLASS:
+        for name, kw in torch_variants(torch, rule):
+            ps = torch_params(torch, p0, g0)
+            try:
+                opt = make_torch_opt(torch, rule, ps, kw)
+                opt.step()  # also where an unsupported fused path raises
+            except (RuntimeError, TypeError, ValueError, NotImplementedError) as e:
+                skipped[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"
+                continue
+            methods[name] = opt.step
+    del p0, g0
+
+    results = []
+    for nt in threads:
+        torch.set_num_threads(nt)
+        fl.set_num_threads(nt)
+        med = measure(methods, **timing)
+        results.append((nt, med))
+        log(f"  {rule:<9} {CASE_LABEL[case]:<12} nt={nt}: " +
+            "  ".join(f"{k} {1e3 * v:.1f} ms" for k, v in med.items()))
+    for k, why in skipped.items():
+        log(f"  {rule:<9} {CASE_LABEL[case]:<12} {k} skipped ({why})")
+    return {"results": results, "skipped": skipped}
+
+
+# ---- main ----------------------------------------------------------------------------
+
+COLS = ["ours-np", "ours-t", "t-fused", "t-foreach", "t-single", "numpy"]
+
+
+def fmt(x, w=7, nd=2):
+    return f"{x:{w}.{nd}f}" if x is not None else " " * (w - 1) + "-"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rules", default=",".join(RULES), help="comma-separated subset of " + ",".join(RULES))
+    ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
+    ap.add_argument("--cases", default="one,many", help="one (1 tensor), many (200 tensors), or both")
+    ap.add_argument("--quick", action="store_true", help="4M parameters and fewer repeats")
+    ap.add_argument("--n", type=int, default=None, help="total parameters (default 16M; 4M with --quick)")
+    ap.add_argument("--json", default=None, help="write all figures to this file")
+    ap.add_argument("--no-check", action="store_true", help="skip the agreement check of the implementations")
+    ap.add_argument("--_numpy-worker", dest="numpy_worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.numpy_worker is not None:
+        print(json.dumps(numpy_worker(json.loads(args.numpy_worker))))
+        return 0
+
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    for r in rules:
+        if r not in RULES:
+            ap.error(f"unknown rule {r!r} (known: {', '.join(RULES)})")
+    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    for c in cases:
+        if c not in CASE_LABEL:
+            ap.error(f"unknown case {c!r} (one, many)")
+    n = args.n or ((1 << 22) if args.quick else (1 << 24))
+    # full: 3 warm-up steps, then 3 rounds of 5 timed steps = median of 15
+    timing = dict(warmup=2, rounds=2, per_round=3) if args.quick else dict(warmup=3, rounds=3, per_round=5)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    # numpy first, alone, in a clean subprocess (its element-wise ops are single-threaded,
+    # so one figure serves every thread count)
+    log(f"numpy reference (subprocess), N={n} ...")
+    np_times = run_numpy_subprocess(dict(rules=rules, cases=cases, n=n, **timing))
+
+    import torch
+    import fusedlearn as fl
+    from fusedlearn import functional as F
+
+    meta = {
+        "n": n, "rules": rules, "threads": threads, "cases": cases, "timing": timing,
+        "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+        "fusedlearn": fl.build_info(), "cpu": platform.processor() or platform.machine(),
+        "numpy_madvise_hugepage": bool(np._core.multiarray._get_madvise_hugepage())
+        if hasattr(np, "_core") else None,
+    }
+    if not args.no_check:
+        problems = check_rules(torch, F, rules)
+        meta["check"] = problems or "ok"
+        log("agreement check (ours / numpy reference / torch.optim, 3 steps): " +
+            ("ok" if not problems else "; ".join(problems)))
+
+    log(f"fusedlearn isa={fl.get_isa()}  torch {torch.__version__}  numpy {np.__version__}")
+    rows = []
+    for rule in rules:
+        bpp = bytes_per_param(rule)
+        for case in cases:
+            r = bench_rule_case(torch, F, fl, rule, case, n, threads, timing, log)
+            for nt, med in r["results"]:
+                med = dict(med)
+                med["numpy"] = np_times[f"{rule}/{case}"]
+                gbs = {k: (bpp * n / med[k] / 1e9 if med.get(k) else None) for k in COLS}
+                torch_best = max((gbs[k] for k in ("t-fused", "t-foreach", "t-single") if gbs[k]), default=None)
+                rows.append(dict(
+                    rule=rule, case=case, threads=nt, bytes_per_param=bpp, n=n,
+                    median_s={k: med.get(k) for k in COLS}, gbs=gbs,
+                    ours_over_torch_fastest=(gbs["ours-t"] / torch_best) if torch_best else None,
+                    ours_over_torch_foreach=(gbs["ours-t"] / gbs["t-foreach"]) if gbs["t-foreach"] else None,
+                    ours_over_numpy=gbs["ours-np"] / gbs["numpy"],
+                    skipped=r["skipped"],
+                ))
+
+    # ---- table
+    print()
+    print(f"N = {n:,} float32 parameters per step; GB/s = bytes_per_param * N / median step time; "
+          f"isa {fl.get_isa()}, torch {torch.__version__}, numpy {np.__version__}")
+    hdr = (f"{'rule':<9} {'case':<11} {'thr':>3} {'B/p':>3} " + " ".join(f"{c:>9}" for c in COLS) +
+           f" {'ours/fastest':>12} {'ours/foreach':>12}")
+    print(hdr)
+    print("-" * len(hdr))
+    for row in rows:
+        print(f"{row['rule']:<9} {CASE_LABEL[row['case']]:<11} {row['threads']:>3} {row['bytes_per_param']:>3} " +
+              " ".join(fmt(row["gbs"][c], 9) for c in COLS) +
+              f" {fmt(row['ours_over_torch_fastest'], 12)} {fmt(row['ours_over_torch_foreach'], 12)}")
+    print()
+    print("columns are effective GB/s (higher is better); '-' = no such path (no torch peer, or torch")
+    print("has no fused CPU kernel for the rule).  ours/fastest = ours-t over the fastest torch.optim")
+    print("path, ours/foreach = ours-t over torch's foreach path.  numpy is single-threaded: the same")
+    print("figure is shown for every thread count.")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
