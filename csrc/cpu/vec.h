@@ -4,7 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
-#if defined(__AVX2__) || defined(__AVX512F__)
+#if (defined(__AVX2__) || defined(__AVX512F__)) && !defined(__CUDACC__)
 #include <immintrin.h>
 #endif
 #include "core/macros.h"
@@ -28,7 +28,7 @@ template <class T> struct ScalarOps {
   static FL_HD T set1(double x) { return static_cast<T>(x); }
 };
 
-#if defined(__AVX2__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && !defined(__AVX512F__) && !defined(__CUDACC__)
 struct V8 {
   __m256 v;
   FL_HD V8() = default;
@@ -65,7 +65,7 @@ struct SimdOps {
 #define FL_HAVE_SIMD 1
 #endif
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && !defined(__CUDACC__)
 struct V16 {
   __m512 v;
   FL_HD V16() = default;

@@ -10,9 +10,13 @@ namespace fl {
 namespace FL_ISA_NS {
 namespace {
 
-// Software prefetch distance in elements: the hardware prefetchers of one
-// core track few streams, and a rule touches up to five.
-constexpr int64_t kPrefetch = 1024;
+// Software prefetch distance in elements (2 KiB): one core's hardware
+// prefetchers keep too few lines in flight for the four to five streams of a
+// rule.  Measured here (Zen 3, 1 thread, Adam on 16M floats, alternating with
+// torch's fused Adam): none 0.85x torch, 256 1.07x, 384-512 1.07-1.13x,
+// 1024 1.04x.  A distance of exactly 4 KiB maps the prefetched line to the
+// L1 set of the current one when the arrays share their page offset.
+constexpr int64_t kPrefetch = 512;
 FL_HD void prefetch_r(const void* a) { __builtin_prefetch(a, 0, 3); }
 FL_HD void prefetch_w(const void* a) { __builtin_prefetch(a, 1, 3); }
 
