@@ -11,7 +11,7 @@ namespace {
 
 std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
 
-DType dtype_from_format(const char* fmt, Py_ssize_t itemsize, const std::string& name, bool& ok) {
+DType dtype_from_format(const char* fmt, Py_ssize_t itemsize, const ArgName& name, bool& ok) {
   ok = true;
   if (fmt) {
     // skip byte-order / size prefixes ("<f", "=d", "@f")
@@ -23,8 +23,8 @@ DType dtype_from_format(const char* fmt, Py_ssize_t itemsize, const std::string&
   return DType::f32;
 }
 
-[[noreturn]] void bad_dtype(const std::string& name, const std::string& got) {
-  throw TypeError(name + ": expected a float32 (or float64) array, got dtype " + got);
+[[noreturn]] void bad_dtype(const ArgName& name, const std::string& got) {
+  throw TypeError(name.str() + ": expected a float32 (or float64) array, got dtype " + got);
 }
 
 bool compact_strides(const std::vector<int64_t>& shape, const int64_t* strides, int64_t itemsize_units) {
@@ -37,7 +37,7 @@ bool compact_strides(const std::vector<int64_t>& shape, const int64_t* strides, 
   return true;
 }
 
-bool from_buffer(py::handle obj, const std::string& name, bool writable, ArrayRef& out) {
+bool from_buffer(py::handle obj, const ArgName& name, bool writable, ArrayRef& out) {
   if (!PyObject_CheckBuffer(obj.ptr())) return false;
   auto* view = new Py_buffer;
   if (PyObject_GetBuffer(obj.ptr(), view, PyBUF_RECORDS_RO) != 0) {
@@ -69,7 +69,7 @@ bool from_buffer(py::handle obj, const std::string& name, bool writable, ArrayRe
 }
 
 template <class M>
-void fill_from_dltensor(const dlpack::Tensor& t, const std::string& name, ArrayRef& out) {
+void fill_from_dltensor(const dlpack::Tensor& t, const ArgName& name, ArrayRef& out) {
   if (t.dtype.code != dlpack::kFloat || t.dtype.lanes != 1 || (t.dtype.bits != 32 && t.dtype.bits != 64)) {
     static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
     std::string got = (t.dtype.code < 7 ? codes[t.dtype.code] : "code" + std::to_string(t.dtype.code)) +
@@ -87,7 +87,7 @@ void fill_from_dltensor(const dlpack::Tensor& t, const std::string& name, ArrayR
   if (out.device_type == dlpack::kCUDAHost) out.device_type = dlpack::kCPU;
 }
 
-bool from_dlpack(py::handle obj, const std::string& name, ArrayRef& out) {
+bool from_dlpack(py::handle obj, const ArgName& name, ArrayRef& out) {
   if (!py::hasattr(obj, "__dlpack__")) return false;
   py::object src = py::reinterpret_borrow<py::object>(obj);
   // torch refuses to export a tensor that requires grad; we only read/write its data.
@@ -102,14 +102,14 @@ bool from_dlpack(py::handle obj, const std::string& name, ArrayRef& out) {
     if (!e.matches(PyExc_TypeError)) throw;
     cap = src.attr("__dlpack__")();
   }
-  if (!PyCapsule_CheckExact(cap.ptr())) throw TypeError(name + ": __dlpack__ did not return a capsule");
+  if (!PyCapsule_CheckExact(cap.ptr())) throw TypeError(name.str() + ": __dlpack__ did not return a capsule");
   const char* cname = PyCapsule_GetName(cap.ptr());
   // We do not consume the capsule: it stays named "dltensor[_versioned]", so
   // its own destructor calls the producer's deleter once we drop it.
   if (cname && std::strcmp(cname, "dltensor_versioned") == 0) {
     auto* m = static_cast<dlpack::ManagedTensorVersioned*>(PyCapsule_GetPointer(cap.ptr(), cname));
     if (!m) throw py::error_already_set();
-    if (m->version.major != 1) throw TypeError(name + ": unsupported DLPack major version " + std::to_string(m->version.major));
+    if (m->version.major != 1) throw TypeError(name.str() + ": unsupported DLPack major version " + std::to_string(m->version.major));
     fill_from_dltensor<dlpack::ManagedTensorVersioned>(m->dl_tensor, name, out);
     out.readonly = (m->flags & dlpack::kFlagReadOnly) != 0;
   } else if (cname && std::strcmp(cname, "dltensor") == 0) {
@@ -117,7 +117,7 @@ bool from_dlpack(py::handle obj, const std::string& name, ArrayRef& out) {
     if (!m) throw py::error_already_set();
     fill_from_dltensor<dlpack::ManagedTensor>(m->dl_tensor, name, out);
   } else {
-    throw TypeError(name + ": __dlpack__ returned a capsule that is not a DLPack tensor");
+    throw TypeError(name.str() + ": __dlpack__ returned a capsule that is not a DLPack tensor");
   }
   auto* keep = new py::object(std::move(cap));
   out.keepalive = std::shared_ptr<void>(keep, [](void* p) { delete static_cast<py::object*>(p); });
@@ -130,6 +130,8 @@ bool from_dlpack(py::handle obj, const std::string& name, ArrayRef& out) {
 // (other layouts, devices), leaving it to the DLPack path.
 struct TorchTypes {
   py::object tensor_type, float32, float64, strided;
+  py::str layout{"layout"}, is_cuda{"is_cuda"}, is_cpu{"is_cpu"}, dtype{"dtype"}, numel{"numel"},
+      is_contiguous{"is_contiguous"}, data_ptr{"data_ptr"}, get_device{"get_device"};
 };
 const TorchTypes* torch_types() {
   static TorchTypes* cached = nullptr;
@@ -145,13 +147,24 @@ const TorchTypes* torch_types() {
   return cached;
 }
 
-bool from_torch(py::handle obj, const std::string& name, ArrayRef& out) {
+py::object get_attr(py::handle obj, const py::str& name) {
+  PyObject* r = PyObject_GetAttr(obj.ptr(), name.ptr());
+  if (!r) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(r);
+}
+py::object call_method(py::handle obj, const py::str& name) {
+  PyObject* r = PyObject_CallMethodNoArgs(obj.ptr(), name.ptr());
+  if (!r) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(r);
+}
+
+bool from_torch(py::handle obj, const ArgName& name, ArrayRef& out) {
   const TorchTypes* tt = torch_types();
-  if (!tt || !py::isinstance(obj, tt->tensor_type)) return false;
-  if (!py::object(obj.attr("layout")).is(tt->strided)) return false;
-  const bool cuda = py::bool_(obj.attr("is_cuda"));
-  if (!cuda && !py::bool_(obj.attr("is_cpu"))) return false;
-  py::object dt = obj.attr("dtype");
+  if (!tt || !PyObject_TypeCheck(obj.ptr(), reinterpret_cast<PyTypeObject*>(tt->tensor_type.ptr()))) return false;
+  if (!get_attr(obj, tt->layout).is(tt->strided)) return false;
+  const bool cuda = get_attr(obj, tt->is_cuda).ptr() == Py_True;
+  if (!cuda && get_attr(obj, tt->is_cpu).ptr() != Py_True) return false;
+  py::object dt = get_attr(obj, tt->dtype);
   if (dt.is(tt->float32)) {
     out.dtype = DType::f32;
   } else if (dt.is(tt->float64)) {
@@ -161,15 +174,14 @@ bool from_torch(py::handle obj, const std::string& name, ArrayRef& out) {
     if (got.rfind("torch.", 0) == 0) got = got.substr(6);
     bad_dtype(name, got);
   }
-  out.numel = obj.attr("numel")().cast<int64_t>();
-  out.contiguous = out.numel == 0 || py::bool_(obj.attr("is_contiguous")());
-  out.data = reinterpret_cast<void*>(obj.attr("data_ptr")().cast<uintptr_t>());
-  out.shape = {out.numel};  // only the element count is used
+  out.numel = PyLong_AsLongLong(call_method(obj, tt->numel).ptr());
+  out.contiguous = out.numel == 0 || call_method(obj, tt->is_contiguous).ptr() == Py_True;
+  out.data = reinterpret_cast<void*>(uintptr_t(PyLong_AsUnsignedLongLong(call_method(obj, tt->data_ptr).ptr())));
+  if (PyErr_Occurred()) throw py::error_already_set();
   out.device_type = cuda ? dlpack::kCUDA : dlpack::kCPU;
-  out.device_id = cuda ? obj.attr("get_device")().cast<int>() : 0;
+  out.device_id = cuda ? int(PyLong_AsLong(call_method(obj, tt->get_device).ptr())) : 0;
   out.readonly = false;
-  auto* keep = new py::object(py::reinterpret_borrow<py::object>(obj));
-  out.keepalive = std::shared_ptr<void>(keep, [](void* p) { delete static_cast<py::object*>(p); });
+  out.owner = py::reinterpret_borrow<py::object>(obj);
   return true;
 }
 
@@ -181,19 +193,19 @@ std::string ArrayRef::device_str() const {
   return "device_type=" + std::to_string(device_type) + ":" + std::to_string(device_id);
 }
 
-ArrayRef borrow_array(py::handle obj, const std::string& name, bool writable) {
+ArrayRef borrow_array(py::handle obj, const ArgName& name, bool writable) {
   ArrayRef a;
-  a.name = name;
-  if (obj.is_none()) throw TypeError(name + ": expected an array, got None");
+  a.arg = name;
+  if (obj.is_none()) throw TypeError(name.str() + ": expected an array, got None");
   // numpy and friends: the buffer protocol tells read-only state and format.
   // torch, CuPy, JAX: DLPack.
   if (!from_buffer(obj, name, writable, a) && !from_torch(obj, name, a) && !from_dlpack(obj, name, a))
-    throw TypeError(name + ": expected an array supporting DLPack or the buffer protocol "
+    throw TypeError(name.str() + ": expected an array supporting DLPack or the buffer protocol "
                            "(numpy.ndarray, torch.Tensor, cupy.ndarray), got " + type_name(obj));
   if (!a.contiguous)
-    throw ValueError(name + ": array must be contiguous (got strides that skip memory); "
+    throw ValueError(name.str() + ": array must be contiguous (got strides that skip memory); "
                             "pass a contiguous copy");
-  if (writable && a.readonly) throw ValueError(name + ": array is read-only but is updated in place");
+  if (writable && a.readonly) throw ValueError(name.str() + ": array is read-only but is updated in place");
   return a;
 }
 
@@ -233,7 +245,7 @@ BorrowedLists borrow_lists(const std::vector<ListSpec>& specs) {
     auto& arrs = out.arrays[li];
     arrs.reserve(size_t(len));
     for (int64_t i = 0; i < len; ++i) {
-      arrs.push_back(borrow_array(seq[size_t(i)], std::string(s.name) + "[" + std::to_string(i) + "]", s.writable));
+      arrs.push_back(borrow_array(seq[size_t(i)], ArgName{s.name, i}, s.writable));
     }
   }
   out.count = n < 0 ? 0 : n;
@@ -246,10 +258,10 @@ BorrowedLists borrow_lists(const std::vector<ListSpec>& specs) {
         continue;
       }
       if (a.dtype != first->dtype)
-        throw TypeError(a.name + " is " + (a.dtype == DType::f32 ? "float32" : "float64") + " but " + first->name +
+        throw TypeError(a.name() + " is " + (a.dtype == DType::f32 ? "float32" : "float64") + " but " + first->name() +
                         " is " + (first->dtype == DType::f32 ? "float32" : "float64") + ": all arrays must share one dtype");
       if (a.device_type != first->device_type || a.device_id != first->device_id)
-        throw ValueError(a.name + " is on " + a.device_str() + " but " + first->name + " is on " +
+        throw ValueError(a.name() + " is on " + a.device_str() + " but " + first->name() + " is on " +
                          first->device_str() + ": all arrays must be on one device");
     }
   }
@@ -266,7 +278,7 @@ BorrowedLists borrow_lists(const std::vector<ListSpec>& specs) {
       if (!ref) {
         ref = &a;
       } else if (a.numel != ref->numel) {
-        throw ValueError(a.name + " has " + std::to_string(a.numel) + " elements but " + ref->name + " has " +
+        throw ValueError(a.name() + " has " + std::to_string(a.numel) + " elements but " + ref->name() + " has " +
                          std::to_string(ref->numel));
       }
     }
@@ -283,10 +295,10 @@ BorrowedLists borrow_lists(const std::vector<ListSpec>& specs) {
   const ArrayRef *holder_all = nullptr, *holder_w = nullptr;
   for (const auto& s : spans) {
     if (s.b < max_end_w)
-      throw ValueError(s.a->name + " shares memory with " + holder_w->name +
+      throw ValueError(s.a->name() + " shares memory with " + holder_w->name() +
                        ", which is updated in place: pass separate arrays");
     if (s.w && s.b < max_end_all)
-      throw ValueError(s.a->name + " is updated in place but shares memory with " + holder_all->name +
+      throw ValueError(s.a->name() + " is updated in place but shares memory with " + holder_all->name() +
                        ": pass separate arrays");
     if (s.e > max_end_all) { max_end_all = s.e; holder_all = s.a; }
     if (s.w && s.e > max_end_w) { max_end_w = s.e; holder_w = s.a; }

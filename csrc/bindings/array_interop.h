@@ -14,6 +14,13 @@
 namespace fl {
 namespace py = pybind11;
 
+// An argument's name, formatted only when a message needs it: "params[3]".
+struct ArgName {
+  const char* list = "array";
+  int64_t index = -1;  // -1: not in a list
+  std::string str() const { return index < 0 ? list : std::string(list) + "[" + std::to_string(index) + "]"; }
+};
+
 struct ArrayRef {
   void* data = nullptr;
   int64_t numel = 0;
@@ -23,8 +30,11 @@ struct ArrayRef {
   bool readonly = false;
   bool contiguous = true;
   std::vector<int64_t> shape;
-  std::string name;                 // e.g. "params[3]", for messages
-  std::shared_ptr<void> keepalive;  // releases the buffer / capsule (needs the GIL)
+  ArgName arg;                      // for messages
+  py::object owner;                 // the object itself, kept alive for the call
+  std::shared_ptr<void> keepalive;  // releases a buffer view / DLPack capsule (needs the GIL)
+
+  std::string name() const { return arg.str(); }
 
   size_t nbytes() const { return size_t(numel) * (dtype == DType::f32 ? 4 : 8); }
   std::string device_str() const;
@@ -33,7 +43,7 @@ struct ArrayRef {
 // Borrow `obj`.  Raises TypeError for a non-array or a dtype other than
 // float32/float64, ValueError for a non-contiguous array or, when
 // `writable`, a read-only one.
-ArrayRef borrow_array(py::handle obj, const std::string& name, bool writable);
+ArrayRef borrow_array(py::handle obj, const ArgName& name, bool writable);
 
 // A validated set of same-length lists for one fused call.
 struct ListSpec {

@@ -92,18 +92,17 @@ def identity(p) -> int:
 
 
 def data_of(p):
-    return p.detach() if is_torch_tensor(p) else p.data
+    """The array the kernels update: the tensor itself for torch (the kernels
+    read its storage directly, outside autograd, as torch's own optimizers
+    step under no_grad), ``.data`` otherwise."""
+    return p if is_torch_tensor(p) else p.data
 
 
 def grad_of(p):
     """The gradient to read this step, or None (skip the param)."""
     g = p.grad
-    if g is None:
-        return None
-    if is_torch_tensor(g):
-        g = g.detach()
-        if not g.is_contiguous():
-            g = g.contiguous()
+    if g is not None and is_torch_tensor(g) and not g.is_contiguous():
+        g = g.detach().contiguous()
     return g
 
 
@@ -133,8 +132,8 @@ def fill_zero(a) -> None:
 
 
 def kind_of(a) -> tuple:
-    """(device, dtype) of an array, as text: arrays of one kind go into one fused call."""
-    return str(getattr(a, "device", "cpu")), str(a.dtype).replace("torch.", "")
+    """(device, dtype) of an array: arrays of one kind go into one fused call."""
+    return getattr(a, "device", "cpu"), a.dtype
 
 
 def _module_of(a):
@@ -150,8 +149,17 @@ def full_like(a, value: float):
     return _module_of(a).full_like(a, value)
 
 
-def scalar_step(value, like):
-    """A step counter in the form torch keeps it (0-d float tensor) for torch params, a float otherwise."""
+def scalar_step(value, like=None) -> float:
+    """The step counter as the optimizer keeps it while training: a Python float.
+
+    (A 0-d tensor per parameter, as torch keeps it, costs a torch op per
+    parameter per step to increment; ``Optimizer.state_dict`` writes torch's
+    form for torch params.)"""
+    return float(value)
+
+
+def exported_step(value, like):
+    """The step counter in the form torch keeps it (0-d float tensor) for torch params, a float otherwise."""
     if is_torch_tensor(like):
         t = _torch()
         dtype = t.float64 if t.get_default_dtype() == t.float64 else t.float32
@@ -164,11 +172,7 @@ def step_count(value) -> int:
 
 
 def bump_step(state: dict) -> None:
-    s = state["step"]
-    if is_torch_tensor(s) or isinstance(s, np.ndarray):
-        s += 1  # in place, as torch does
-    else:
-        state["step"] = float(s) + 1.0
+    state["step"] = float(state["step"]) + 1.0
 
 
 def copy_like(value, like):

@@ -210,7 +210,13 @@ class Optimizer:
                 index.setdefault(id(p), len(index))
             packed["params"] = [index[id(p)] for p in group["params"]]
             groups.append(packed)
-        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index and s}
+        state = {}
+        for p, s in self.state.items():
+            if id(p) in index and s:
+                entry = dict(s)
+                if "step" in entry:
+                    entry["step"] = P.exported_step(entry["step"], P.data_of(p))
+                state[index[id(p)]] = entry
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
