@@ -7,6 +7,7 @@ optimizer step of:
 
   ours-np     fusedlearn.functional.<rule>_ on numpy arrays
   ours-t      fusedlearn.functional.<rule>_ on torch tensors (allocated by torch)
+  ours-opt    fusedlearn.optim.<Class>(torch params).step(): what a torch.optim user switches to
   t-fused     torch.optim.<Rule>(fused=True)      where torch has a CPU fused kernel
   t-foreach   torch.optim.<Rule>(foreach=True)    multi-tensor (_foreach_*) path
   t-single    torch.optim.<Rule>(foreach=False)   per-tensor path (torch's CPU default)
@@ -56,6 +57,8 @@ HP = {
 # State streams per parameter (each read and written once per step).
 NSTATE = {"sgd": 1, "adagrad": 1, "adadelta": 2, "rmsprop": 1, "adam": 2, "adamw": 2, "adamax": 2,
           "sdprop": 2, "accsgd": 1}
+FL_CLASS = {"sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop", "adam": "Adam",
+            "adamw": "AdamW", "adamax": "Adamax", "sdprop": "SDProp", "accsgd": "AccSGD"}
 # torch.optim peers.  AccSGD has none (torch's ASGD is averaged SGD, another
 # algorithm), nor has SDProp.
 TORCH_CLASS = {"sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop",
@@ -383,6 +386,10 @@ def bench_rule_case(torch, F, fl, rule, case, n, threads, timing, log) -> dict:
     with torch.no_grad():
         methods["ours-t"] = Ours(F, rule, [p.detach() for p in tp], [p.grad for p in tp],
                                  [[torch.zeros_like(p) for p in tp] for _ in range(NSTATE[rule])])
+    # ours through the fl.optim class on torch params: the same API and the
+    # same Python-side work per step as torch.optim
+    ps = torch_params(torch, p0, g0)
+    methods["ours-opt"] = getattr(fl.optim, FL_CLASS[rule])(ps, **HP[rule]).step
     if rule in TORCH_CLASS:
         for name, kw in torch_variants(torch, rule):
             ps = torch_params(torch, p0, g0)
@@ -410,7 +417,7 @@ def bench_rule_case(torch, F, fl, rule, case, n, threads, timing, log) -> dict:
 
 # ---- main ----------------------------------------------------------------------------
 
-COLS = ["ours-np", "ours-t", "t-fused", "t-foreach", "t-single", "numpy"]
+COLS = ["ours-np", "ours-t", "ours-opt", "t-fused", "t-foreach", "t-single", "numpy"]
 
 
 def fmt(x, w=7, nd=2):
@@ -487,6 +494,7 @@ def main(argv=None):
                     median_s={k: med.get(k) for k in COLS}, gbs=gbs,
                     ours_over_torch_fastest=(gbs["ours-t"] / torch_best) if torch_best else None,
                     ours_over_torch_foreach=(gbs["ours-t"] / gbs["t-foreach"]) if gbs["t-foreach"] else None,
+                    opt_over_torch_fastest=(gbs["ours-opt"] / torch_best) if torch_best else None,
                     ours_over_numpy=gbs["ours-np"] / gbs["numpy"],
                     skipped=r["skipped"],
                 ))
@@ -496,17 +504,20 @@ def main(argv=None):
     print(f"N = {n:,} float32 parameters per step; GB/s = bytes_per_param * N / median step time; "
           f"isa {fl.get_isa()}, torch {torch.__version__}, numpy {np.__version__}")
     hdr = (f"{'rule':<9} {'case':<11} {'thr':>3} {'B/p':>3} " + " ".join(f"{c:>9}" for c in COLS) +
-           f" {'ours/fastest':>12} {'ours/foreach':>12}")
+           f" {'ours/fastest':>12} {'ours/foreach':>12} {'opt/fastest':>11}")
     print(hdr)
     print("-" * len(hdr))
     for row in rows:
         print(f"{row['rule']:<9} {CASE_LABEL[row['case']]:<11} {row['threads']:>3} {row['bytes_per_param']:>3} " +
               " ".join(fmt(row["gbs"][c], 9) for c in COLS) +
-              f" {fmt(row['ours_over_torch_fastest'], 12)} {fmt(row['ours_over_torch_foreach'], 12)}")
+              f" {fmt(row['ours_over_torch_fastest'], 12)} {fmt(row['ours_over_torch_foreach'], 12)}"
+              f" {fmt(row['opt_over_torch_fastest'], 11)}")
     print()
     print("columns are effective GB/s (higher is better); '-' = no such path (no torch peer, or torch")
     print("has no fused CPU kernel for the rule).  ours/fastest = ours-t over the fastest torch.optim")
-    print("path, ours/foreach = ours-t over torch's foreach path.  numpy is single-threaded: the same")
+    print("path, ours/foreach = ours-t over torch's foreach path, opt/fastest = ours-opt (fl.optim class")
+    print("stepping torch params, Python overhead included) over the fastest torch.optim path.")
+    print("numpy is single-threaded: the same")
     print("figure is shown for every thread count.")
 
     if args.json:
