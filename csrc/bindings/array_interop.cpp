@@ -63,6 +63,13 @@ bool from_buffer(py::handle obj, const ArgName& name, bool writable, ArrayRef& o
   for (auto s : out.shape) out.numel *= s;
   out.contiguous = view->strides == nullptr || out.numel == 0 ||
                    compact_strides(out.shape, reinterpret_cast<int64_t*>(view->strides), view->itemsize);
+  if (view->strides && !out.contiguous) {  // borrow_matrix reads them
+    out.strides.resize(size_t(view->ndim));
+    for (int i = 0; i < view->ndim; ++i) {
+      // a byte stride that is not a whole number of elements cannot be used: mark it invalid
+      out.strides[size_t(i)] = view->strides[i] % view->itemsize == 0 ? view->strides[i] / view->itemsize : INT64_MIN;
+    }
+  }
   static_assert(sizeof(Py_ssize_t) == sizeof(int64_t), "64-bit platforms only");
   out.device_type = dlpack::kCPU;
   return true;
@@ -82,6 +89,7 @@ void fill_from_dltensor(const dlpack::Tensor& t, const ArgName& name, ArrayRef& 
   out.numel = 1;
   for (auto s : out.shape) out.numel *= s;
   out.contiguous = t.strides == nullptr || out.numel == 0 || compact_strides(out.shape, t.strides, 1);
+  if (t.strides && !out.contiguous) out.strides.assign(t.strides, t.strides + t.ndim);
   out.device_type = t.device.device_type;
   out.device_id = t.device.device_id;
   if (out.device_type == dlpack::kCUDAHost) out.device_type = dlpack::kCPU;
@@ -193,7 +201,8 @@ std::string ArrayRef::device_str() const {
   return "device_type=" + std::to_string(device_type) + ":" + std::to_string(device_id);
 }
 
-ArrayRef borrow_array(py::handle obj, const ArgName& name, bool writable) {
+namespace {
+ArrayRef borrow_any(py::handle obj, const ArgName& name, bool writable, bool allow_strided) {
   ArrayRef a;
   a.arg = name;
   if (obj.is_none()) throw TypeError(name.str() + ": expected an array, got None");
@@ -202,11 +211,62 @@ ArrayRef borrow_array(py::handle obj, const ArgName& name, bool writable) {
   if (!from_buffer(obj, name, writable, a) && !from_torch(obj, name, a) && !from_dlpack(obj, name, a))
     throw TypeError(name.str() + ": expected an array supporting DLPack or the buffer protocol "
                            "(numpy.ndarray, torch.Tensor, cupy.ndarray), got " + type_name(obj));
-  if (!a.contiguous)
+  if (!a.contiguous && !allow_strided)
     throw ValueError(name.str() + ": array must be contiguous (got strides that skip memory); "
                             "pass a contiguous copy");
   if (writable && a.readonly) throw ValueError(name.str() + ": array is read-only but is updated in place");
   return a;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + (s.size() == 1 ? ",)" : ")");
+}
+}  // namespace
+
+ArrayRef borrow_array(py::handle obj, const ArgName& name, bool writable) {
+  return borrow_any(obj, name, writable, false);
+}
+
+size_t MatrixRef::span_bytes() const {
+  if (rows == 0 || cols == 0) return 0;
+  const int64_t r = transposed ? cols : rows, c = transposed ? rows : cols;  // as stored
+  return size_t((r - 1) * ld + c) * (ref.dtype == DType::f32 ? 4 : 8);
+}
+
+MatrixRef borrow_matrix(py::handle obj, const ArgName& name, bool writable, bool allow_transposed) {
+  MatrixRef m;
+  m.ref = borrow_any(obj, name, writable, true);
+  ArrayRef& a = m.ref;
+  if (a.owner && a.shape.empty()) {
+    // read through torch's accessors, which give neither shape nor strides
+    for (auto d : py::tuple(obj.attr("shape"))) a.shape.push_back(d.cast<int64_t>());
+    if (!a.contiguous)
+      for (auto d : py::tuple(obj.attr("stride")())) a.strides.push_back(d.cast<int64_t>());
+  }
+  if (a.shape.size() != 2)
+    throw ValueError(name.str() + ": expected a 2-D matrix, got shape " + shape_str(a.shape));
+  m.rows = a.shape[0];
+  m.cols = a.shape[1];
+  int64_t s0 = m.cols, s1 = 1;
+  if (!a.contiguous && a.strides.size() == 2) {
+    s0 = a.strides[0];
+    s1 = a.strides[1];
+  }
+  if (allow_transposed && m.cols > 1 && m.rows > 1 && s1 != 1 && s0 == 1 && s1 >= m.rows) {
+    m.transposed = true;  // column-major: the transpose of a row-major matrix with ld = s1
+    m.ld = s1;
+    return m;
+  }
+  if (m.cols > 1 && m.rows > 0 && s1 != 1)
+    throw ValueError(name.str() + ": rows must be contiguous (column stride 1), got strides " +
+                     shape_str({s0, s1}) + " in elements; for a transposed view pass the original with trans_a / trans_b, else a copy");
+  if (m.rows > 1 && m.cols > 0 && (s0 < m.cols || s0 == INT64_MIN))
+    throw ValueError(name.str() + ": row stride " + std::to_string(s0) + " (elements) is negative or smaller than a row of " +
+                     std::to_string(m.cols) + "; pass a copy");
+  m.ld = (m.rows > 1 && m.cols > 0) ? s0 : std::max<int64_t>(m.cols, 1);
+  return m;
 }
 
 FlatList BorrowedLists::flat(int first_stream) const {

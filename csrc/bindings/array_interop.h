@@ -30,6 +30,7 @@ struct ArrayRef {
   bool readonly = false;
   bool contiguous = true;
   std::vector<int64_t> shape;
+  std::vector<int64_t> strides;     // in elements; filled by borrow_matrix only
   ArgName arg;                      // for messages
   py::object owner;                 // the object itself, kept alive for the call
   std::shared_ptr<void> keepalive;  // releases a buffer view / DLPack capsule (needs the GIL)
@@ -44,6 +45,24 @@ struct ArrayRef {
 // float32/float64, ValueError for a non-contiguous array or, when
 // `writable`, a read-only one.
 ArrayRef borrow_array(py::handle obj, const ArgName& name, bool writable);
+
+// A 2-D row-major matrix whose rows are contiguous but may lie further apart
+// than their length (a sub-matrix such as numpy's a[:, 2:7] or a torch
+// slice): element (i, j) is at data + i * ld + j, ld >= cols.
+// With `transposed`, it is instead column-major (the transpose of such a
+// matrix, e.g. numpy's w.T): element (i, j) is at data + j * ld + i, ld >= rows.
+struct MatrixRef {
+  ArrayRef ref;
+  int64_t rows = 0, cols = 0, ld = 0;  // the logical shape
+  bool transposed = false;
+  // bytes the matrix spans from data
+  size_t span_bytes() const;
+};
+// Borrow `obj` as such a matrix.  TypeError as borrow_array; ValueError when
+// it is not 2-D, its rows are not contiguous (column stride != 1) -- unless
+// `allow_transposed` and its columns are --, its row stride is negative or
+// smaller than a row, or (`writable`) it is read-only.
+MatrixRef borrow_matrix(py::handle obj, const ArgName& name, bool writable, bool allow_transposed = false);
 
 // A validated set of same-length lists for one fused call.
 struct ListSpec {

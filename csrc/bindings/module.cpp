@@ -13,6 +13,7 @@ using namespace pybind11::literals;
 namespace fl {
 void bind_optim(py::module_& m);
 void bind_grad_utils(py::module_& m);
+void bind_gemm(py::module_& m);
 }  // namespace fl
 
 PYBIND11_MODULE(_C, m) {
@@ -47,4 +48,5 @@ PYBIND11_MODULE(_C, m) {
 
   fl::bind_optim(m);
   fl::bind_grad_utils(m);
+  fl::bind_gemm(m);
 }

@@ -13,6 +13,7 @@ CpuKernels make_table() {
   k.isa = FL_ISA_NAME;
   fill_optim_kernels(k);
   fill_elementwise_kernels(k);
+  fill_gemm_kernels(k);
   return k;
 }
 }  // namespace

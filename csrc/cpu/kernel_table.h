@@ -3,6 +3,7 @@
 // dispatcher (core/dispatch.cpp) picks one at import.
 #pragma once
 #include <cstdint>
+#include "cpu/gemm/gemm_args.h"
 #include "cpu/optim/optim_hyper.h"
 
 namespace fl {
@@ -30,6 +31,8 @@ enum RuleId : int {
 using OptimKernel = void (*)(const void* hyper, const FlatList& list);
 using ReduceKernel = double (*)(const FlatList& list);
 using MapKernel = void (*)(const FlatList& list, double a, double b);
+using SgemmKernel = void (*)(const GemmArgs<float>& args);
+using DgemmKernel = void (*)(const GemmArgs<double>& args);
 
 struct CpuKernels {
   const char* isa;
@@ -39,6 +42,8 @@ struct CpuKernels {
   ReduceKernel nonfinite[2];        // non-zero when any element is NaN or +-Inf
   MapKernel scale[2];               // x *= a
   MapKernel clamp[2];               // x = min(max(x, a), b)
+  SgemmKernel sgemm;                // BLIS-style packed GEMM, fused epilogue (cpu/gemm)
+  DgemmKernel dgemm;                // float64 reference GEMM, same interface
 };
 
 // Threads kernels may use (fl::set_num_threads; defaults to OpenMP's maximum).

@@ -4,6 +4,7 @@
 #pragma once
 #include <string>
 #include "cpu/kernel_table.h"
+#include "cpu/gemm/gemm_args.h"
 
 namespace fl {
 namespace cuda {
@@ -22,6 +23,14 @@ double absmax(DType dtype, const FlatList& list, int device);
 bool nonfinite(DType dtype, const FlatList& list, int device);
 void scale(DType dtype, const FlatList& list, double a, int device);
 void clamp(DType dtype, const FlatList& list, double lo, double hi, int device);
+
+// GEMM with the fused epilogue (see cpu/gemm/gemm_args.h).  All pointers in
+// `args` are device pointers on CUDA ordinal `device`; leading dimensions are
+// in elements, row-major.  Runs on the current stream of that device and
+// returns when the result is ready (synchronous).  Throws ValueError /
+// std::runtime_error with the CUDA error string on failure.
+void gemm_f32(const GemmArgs<float>& args, int device);
+void gemm_f64(const GemmArgs<double>& args, int device);
 
 }  // namespace cuda
 }  // namespace fl

@@ -19,5 +19,7 @@ double absmax(DType, const FlatList&, int) { fail(); }
 bool nonfinite(DType, const FlatList&, int) { fail(); }
 void scale(DType, const FlatList&, double, int) { fail(); }
 void clamp(DType, const FlatList&, double, double, int) { fail(); }
+void gemm_f32(const GemmArgs<float>&, int) { fail(); }
+void gemm_f64(const GemmArgs<double>&, int) { fail(); }
 }  // namespace cuda
 }  // namespace fl

@@ -1,0 +1,661 @@
+// CPU GEMM with a fused epilogue, compiled once per instruction set.
+//
+//   C = act(alpha * op(A) op(B) + beta * C + bias),  preact (optional) = the argument of act
+//
+// float32: the BLIS design.  Five loops around a register-blocked micro-kernel
+// (cpu/gemm/gemm_micro.h):
+//   jc over N in NC columns   -> pack the B panel  op(B)[pc:pc+KC, jc:jc+NC] into NR-column micro-panels (L3)
+//    pc over K in KC          (shared by all threads; each packs a share of the micro-panels)
+//     ic over M in MC rows    -> pack the A block  op(A)[ic:ic+MC, pc:pc+KC] into MR-row micro-panels (L2, per thread)
+//      jr over NC in NR       -> one B micro-panel stays in L1
+//       ir over MC in MR      -> micro-kernel: MR x NR tile of C in registers
+// Packing handles the transposes and leading dimensions and pads the last
+// micro-panels with zeros.  A tile short of rows runs a micro-kernel
+// instantiated for just those rows; one short of columns is computed into a
+// small buffer and copied out.  The epilogue
+// (bias, pre-activation store, activation) runs on each tile right after its
+// last KC block is written, while the tile is still in L1: Linear + bias +
+// activation is one pass over C.
+//
+// Two drivers share the packing and the micro-kernel:
+//  * M > MC (sgemm_blocked): the loops above.  Threads (OpenMP) pack each B
+//    panel together (a barrier, then shared), and split the rows: each packs
+//    its own A blocks into its own L2.
+//  * M <= MC (sgemm_small_m; the RNN-like shapes, a batch times a wide
+//    weight): the A block is packed once per KC step by every thread (it is
+//    small), the threads split the NR micro-panels of B and pack them in L2
+//    sized groups right before use, prefetching the next group's source while
+//    the current one computes (B is read from memory once; with few rows that
+//    read, not the arithmetic, is what needs hiding).  No barriers.
+// Below ~2 MFLOP one thread runs (waking a second costs more).
+// Cache blocking comes from the micro-kernel (MC, KC, NC) and can be
+// overridden with FUSEDLEARN_GEMM_MC / _KC / _NC for tuning on other machines.
+//
+// float64: a plain reference path (row-parallel i-k-j loops accumulated in
+// double), for gradient checks; not tuned.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu/gemm/gemm_args.h"
+#include "cpu/gemm/gemm_micro.h"
+#include "cpu/isa_entry.h"
+
+namespace fl {
+namespace FL_ISA_NS {
+namespace {
+
+// ---- activations ------------------------------------------------------------------
+// float: exp by range reduction + polynomial, written so the compiler
+// vectorizes the epilogue loops (libm's expf/tanhf would not be).
+inline float fast_expf(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln2 split: hi + lo
+  // e^r on |r| <= ln2/2: degree-6 Taylor/minimax, relative error ~2e-7
+  float p = 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+template <class T>
+inline T act_sigmoid(T v) {
+  return T(1) / (T(1) + std::exp(-v));
+}
+template <>
+inline float act_sigmoid<float>(float v) {
+  return 1.0f / (1.0f + fast_expf(-v));
+}
+template <class T>
+inline T act_tanh(T v) {
+  return std::tanh(v);
+}
+template <>
+inline float act_tanh<float>(float v) {
+  // |v| small: odd Taylor series to x^9 (error < 2e-8 for |v| < 0.25);
+  // otherwise 1 - 2 / (e^{2|v|} + 1), which has no cancellation there.
+  const float a = std::fabs(v);
+  const float v2 = v * v;
+  const float small = v * (1.0f + v2 * (-0.333333333f + v2 * (0.133333333f + v2 * (-0.053968254f + v2 * 0.021869488f))));
+  const float big = std::copysign(1.0f - 2.0f / (fast_expf(2.0f * a) + 1.0f), v);
+  return a < 0.25f ? small : big;
+}
+
+// ---- epilogue -------------------------------------------------------------------------
+// One row of one tile: v = c + bias; preact = v; c = act(v).
+// kBias: 0 none, 1 per column (bias[j]), 2 per row (one value).
+template <class T, Activation kAct, int kBias, bool kPre>
+void epilogue_row(T* __restrict c, T* __restrict p, const T* __restrict bcol, T brow, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    T v = c[j];
+    if (kBias == 1) v += bcol[j];
+    if (kBias == 2) v += brow;
+    if (kPre) p[j] = v;
+    if (kAct == Activation::identity) c[j] = v;
+    if (kAct == Activation::relu) c[j] = v > T(0) ? v : T(0);
+    if (kAct == Activation::tanh) c[j] = act_tanh<T>(v);
+    if (kAct == Activation::sigmoid) c[j] = act_sigmoid<T>(v);
+  }
+}
+
+template <class T, Activation kAct, int kBias, bool kPre>
+void epilogue_block_t(const GemmArgs<T>& g, int64_t i0, int64_t j0, int64_t mr, int64_t nr) {
+  for (int64_t i = 0; i < mr; ++i) {
+    const int64_t r = i0 + i;
+    T* c = g.C + r * g.ldc + j0;
+    T* p = kPre ? g.preact + r * g.ld_preact + j0 : nullptr;
+    const T* bcol = kBias == 1 ? g.bias + j0 : nullptr;
+    const T brow = kBias == 2 ? g.bias[r] : T(0);
+    epilogue_row<T, kAct, kBias, kPre>(c, p, bcol, brow, nr);
+  }
+}
+
+template <class T>
+using EpilogueFn = void (*)(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);
+
+template <class T, Activation kAct, int kBias>
+EpilogueFn<T> pick_pre(bool pre) {
+  return pre ? &epilogue_block_t<T, kAct, kBias, true> : &epilogue_block_t<T, kAct, kBias, false>;
+}
+template <class T, Activation kAct>
+EpilogueFn<T> pick_bias(int bias, bool pre) {
+  if (bias == 1) return pick_pre<T, kAct, 1>(pre);
+  if (bias == 2) return pick_pre<T, kAct, 2>(pre);
+  return pick_pre<T, kAct, 0>(pre);
+}
+// nullptr when there is nothing to do after alpha*AB + beta*C.
+template <class T>
+EpilogueFn<T> pick_epilogue(const GemmArgs<T>& g) {
+  const int bias = g.bias == nullptr ? 0 : g.bias_axis == BiasAxis::per_col ? 1 : g.bias_axis == BiasAxis::per_row ? 2 : 0;
+  const bool pre = g.preact != nullptr;
+  switch (g.act) {
+    case Activation::relu: return pick_bias<T, Activation::relu>(bias, pre);
+    case Activation::tanh: return pick_bias<T, Activation::tanh>(bias, pre);
+    case Activation::sigmoid: return pick_bias<T, Activation::sigmoid>(bias, pre);
+    case Activation::identity: break;
+  }
+  if (bias == 0 && !pre) return nullptr;
+  return pick_bias<T, Activation::identity>(bias, pre);
+}
+
+// C = beta * C (no product: K == 0 or alpha == 0), then the epilogue.
+template <class T>
+void scale_only(const GemmArgs<T>& g) {
+  const EpilogueFn<T> epi = pick_epilogue(g);
+  for (int64_t i = 0; i < g.M; ++i) {
+    T* c = g.C + i * g.ldc;
+    if (g.beta == T(0)) {
+      std::fill(c, c + g.N, T(0));
+    } else if (g.beta != T(1)) {
+      for (int64_t j = 0; j < g.N; ++j) c[j] *= g.beta;
+    }
+  }
+  if (epi) epi(g, 0, 0, g.M, g.N);
+}
+
+int gemm_threads(int64_t M, int64_t N, int64_t K) {
+  int nt = configured_threads();
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+#endif
+  // below ~2 MFLOP a second thread costs more (wake-up, barriers) than it saves
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  if (flops < 2.0e6) return 1;
+  const int by_work = int(std::max(1.0, flops / 1.0e6));
+  return std::max(1, std::min(nt, by_work));
+}
+
+// ---- packing buffers: 64-byte aligned, grown on demand, reused per thread ---------------
+struct AlignedBuf {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t need) {
+    if (need > n) {
+      std::free(p);
+      const size_t bytes = (need * sizeof(float) + 63) & ~size_t(63);
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!p) {
+        n = 0;
+        throw std::bad_alloc();
+      }
+      n = need;
+    }
+    return p;
+  }
+  ~AlignedBuf() { std::free(p); }
+};
+thread_local AlignedBuf tl_a_buf;
+thread_local AlignedBuf tl_b_buf;
+
+using UK = MicroKernel;
+constexpr int MR = UK::MR, NR = UK::NR;
+
+#if defined(__AVX2__)
+// Eight rows of 8 floats (row[r][k + c]) written transposed, dst[c * dstride + r],
+// stored in increasing c.
+inline void transpose8x8(const float* const* row, int64_t k, float* dst, int64_t dstride) {
+  const __m256 r0 = _mm256_loadu_ps(row[0] + k), r1 = _mm256_loadu_ps(row[1] + k);
+  const __m256 r2 = _mm256_loadu_ps(row[2] + k), r3 = _mm256_loadu_ps(row[3] + k);
+  const __m256 r4 = _mm256_loadu_ps(row[4] + k), r5 = _mm256_loadu_ps(row[5] + k);
+  const __m256 r6 = _mm256_loadu_ps(row[6] + k), r7 = _mm256_loadu_ps(row[7] + k);
+  // interleave pairs of rows, then pairs of pairs: s_k holds columns k and k+4 of 4 rows
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst + 0 * dstride, _mm256_permute2f128_ps(s0, s4, 0x20));
+  _mm256_storeu_ps(dst + 1 * dstride, _mm256_permute2f128_ps(s1, s5, 0x20));
+  _mm256_storeu_ps(dst + 2 * dstride, _mm256_permute2f128_ps(s2, s6, 0x20));
+  _mm256_storeu_ps(dst + 3 * dstride, _mm256_permute2f128_ps(s3, s7, 0x20));
+  _mm256_storeu_ps(dst + 4 * dstride, _mm256_permute2f128_ps(s0, s4, 0x31));
+  _mm256_storeu_ps(dst + 5 * dstride, _mm256_permute2f128_ps(s1, s5, 0x31));
+  _mm256_storeu_ps(dst + 6 * dstride, _mm256_permute2f128_ps(s2, s6, 0x31));
+  _mm256_storeu_ps(dst + 7 * dstride, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+#endif
+
+// Floats past the packed A block that pack_a may scribble on (its transposing
+// stores run up to 8 - MR floats long).
+constexpr int64_t kASlack = 16;
+
+// op(A)[i0 + i, k0 + k] for i < mc, k < kc into MR-row micro-panels:
+// dst[(i / MR) * MR * kc + k * MR + i % MR], rows past mc zero.
+void pack_a(const GemmArgs<float>& g, int64_t i0, int64_t k0, int64_t mc, int64_t kc, float* __restrict dst) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int64_t m = std::min<int64_t>(MR, mc - ir);
+    float* __restrict d = dst + ir * kc;
+    if (!g.trans_a) {
+      // A stored M x K: row i is contiguous along k
+      const float* rows[MR];
+      for (int i = 0; i < MR; ++i) rows[i] = g.A + (i0 + ir + std::min<int64_t>(i, m - 1)) * g.lda + k0;
+#if defined(__AVX2__)
+      if (MR <= 8 && m == MR) {
+        // 8 x 8 transposes of rows 0..MR-1 (the last repeated up to 8): each
+        // stored column carries 8 - MR values of garbage past its MR, which
+        // the next column's store (or the next panel, or the buffer's slack)
+        // overwrites, because k and the panels go in increasing order.
+        const float* r8[8];
+        for (int i = 0; i < 8; ++i) r8[i] = rows[std::min(i, MR - 1)];
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) transpose8x8(r8, k, d + k * MR, MR);
+        for (; k < kc; ++k)
+          for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
+        continue;
+      }
+#endif
+      if (m == MR) {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int i = 0; i < MR; ++i) d[k * MR + i] = i < m ? rows[i][k] : 0.0f;
+      }
+    } else {
+      // A stored K x M: op(A)(i, k) = A[k, i], MR contiguous values per k
+      const float* src = g.A + k0 * g.lda + i0 + ir;
+      if (m == MR) {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int i = 0; i < MR; ++i) d[k * MR + i] = src[k * g.lda + i];
+      } else {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int i = 0; i < MR; ++i) d[k * MR + i] = i < m ? src[k * g.lda + i] : 0.0f;
+      }
+    }
+  }
+}
+
+
+// Distance between packed B micro-panels: NR * kc plus one cache line, so that
+// the panels a packing loop writes side by side (and the rows it reads) do not
+// all map to the same L1 sets (NR * kc * 4 B is a multiple of 4 KiB).
+inline int64_t b_panel_stride(int64_t kc) { return NR * kc + 16; }
+
+// op(B)[k0 + k, j0 + j] for k < kc, micro-panels p in [p_lo, p_hi) of the
+// NC block starting at j0 (nc columns): dst[p * b_panel_stride(kc) + k * NR + j % NR].
+void pack_b(const GemmArgs<float>& g, int64_t k0, int64_t j0, int64_t kc, int64_t nc, int64_t p_lo, int64_t p_hi,
+            float* __restrict dst) {
+  const int64_t ps = b_panel_stride(kc);
+  if (!g.trans_b && p_hi > p_lo) {
+    // B stored K x N: walk each source row once, across all the panels (full
+    // panels first, then the zero-padded last one)
+    const int64_t p_full = std::min(p_hi, nc / NR);
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = g.B + (k0 + k) * g.ldb + j0;
+      for (int64_t p = p_lo; p < p_full; ++p) {
+        float* __restrict d = dst + p * ps + k * NR;
+        const float* s = src + p * NR;
+        for (int j = 0; j < NR; ++j) d[j] = s[j];
+      }
+    }
+    if (p_full < p_hi) {
+      const int64_t jr = p_full * NR, n = nc - jr;
+      float* __restrict d = dst + p_full * ps;
+      const float* src = g.B + k0 * g.ldb + j0 + jr;
+      for (int64_t k = 0; k < kc; ++k)
+        for (int j = 0; j < NR; ++j) d[k * NR + j] = j < n ? src[k * g.ldb + j] : 0.0f;
+    }
+    return;
+  }
+  for (int64_t p = p_lo; p < p_hi; ++p) {
+    const int64_t jr = p * NR;
+    const int64_t n = std::min<int64_t>(NR, nc - jr);
+    float* __restrict d = dst + p * ps;
+    {
+      // B stored N x K: op(B)(k, j) = B[j, k]; column j of the panel is row j of B
+      const float* rows[NR];
+      for (int j = 0; j < NR; ++j) rows[j] = g.B + (j0 + jr + std::min<int64_t>(j, n - 1)) * g.ldb + k0;
+#if defined(__AVX2__)
+      static_assert(NR % 8 == 0, "the transposing pack works in 8 x 8 blocks");
+      if (n == NR) {
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8)
+          for (int jg = 0; jg < NR; jg += 8) transpose8x8(rows + jg, k, d + k * NR + jg, NR);
+        for (; k < kc; ++k)
+          for (int j = 0; j < NR; ++j) d[k * NR + j] = rows[j][k];
+        continue;
+      }
+#endif
+      if (n == NR) {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int j = 0; j < NR; ++j) d[k * NR + j] = rows[j][k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k)
+          for (int j = 0; j < NR; ++j) d[k * NR + j] = j < n ? rows[j][k] : 0.0f;
+      }
+    }
+  }
+}
+
+// Even split of [0, units) over n threads: [lo, hi) for thread t.
+inline void split_range(int64_t units, int t, int n, int64_t& lo, int64_t& hi) {
+  lo = units * t / n;
+  hi = units * (t + 1) / n;
+}
+
+// body(thread, threads) on a team of nt OpenMP threads (or inline for nt == 1).
+template <class Body>
+void run_team(int nt, Body& body) {
+#ifdef _OPENMP
+  if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+    body(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  body(0, 1);
+}
+
+// Cache blocking: the micro-kernel's defaults, or FUSEDLEARN_GEMM_MC / _KC / _NC
+// from the environment (read once; for tuning on other machines).
+struct Blocking {
+  int64_t mc, kc, nc;
+};
+int64_t env_or(const char* name, int64_t def, int64_t multiple) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return def;
+  const long long x = std::atoll(v);
+  if (x <= 0) return def;
+  return std::max<int64_t>(multiple, (int64_t(x) + multiple - 1) / multiple * multiple);
+}
+const Blocking& blocking() {
+  static const Blocking b{env_or("FUSEDLEARN_GEMM_MC", UK::MC, MR), env_or("FUSEDLEARN_GEMM_KC", UK::KC, 1),
+                          env_or("FUSEDLEARN_GEMM_NC", UK::NC, NR)};
+  return b;
+}
+
+// One MR x NR tile: C(ic.., jc..) = alpha * Ap Bp + beta * C, then the
+// epilogue when this was the last KC block.  A tile short of rows runs the
+// micro-kernel for just those rows; one short of columns goes through `tile`.
+inline void run_tile(const GemmArgs<float>& g, EpilogueFn<float> epi, const float* ap, const float* bp, int64_t kc,
+                     int64_t i, int64_t j, int64_t mr, int64_t nr, float beta, bool last, float* tile) {
+  float* c = g.C + i * g.ldc + j;
+  if (nr == NR) {
+    UK::run_m(int(mr), kc, ap, bp, c, g.ldc, g.alpha, beta);
+  } else {
+    UK::run_m(int(mr), kc, ap, bp, tile, NR, 1.0f, 0.0f);
+    for (int64_t r = 0; r < mr; ++r) {
+      float* cr = c + r * g.ldc;
+      const float* tr = tile + r * NR;
+      if (beta == 0.0f) {
+        for (int64_t q = 0; q < nr; ++q) cr[q] = g.alpha * tr[q];
+      } else {
+        for (int64_t q = 0; q < nr; ++q) cr[q] = g.alpha * tr[q] + beta * cr[q];
+      }
+    }
+  }
+  if (last && epi) epi(g, i, j, mr, nr);
+}
+
+// Prefetch (into L2) part `part` of `parts` of the source of op(B)[k0:k0+kc,
+// j0:j0+nc]: the rows of B as stored, each a contiguous run of cache lines.
+void prefetch_b_source(const GemmArgs<float>& g, int64_t k0, int64_t j0, int64_t kc, int64_t nc, int64_t part,
+                       int64_t parts) {
+  const int64_t rows = g.trans_b ? nc : kc, len = g.trans_b ? kc : nc;
+  const float* base = g.trans_b ? g.B + j0 * g.ldb + k0 : g.B + k0 * g.ldb + j0;
+  const int64_t r_lo = rows * part / parts, r_hi = rows * (part + 1) / parts;
+  for (int64_t r = r_lo; r < r_hi; ++r) {
+    const float* row = base + r * g.ldb;
+    for (int64_t c = 0; c < len; c += 16) __builtin_prefetch(row + c, 0, 2);
+    __builtin_prefetch(row + len - 1, 0, 2);
+  }
+}
+
+// Work items handed out to whichever thread asks first: when another process
+// holds a core, the unimpeded thread takes more of them instead of waiting.
+struct WorkCounter {
+  std::atomic<int64_t> next{0};
+  int64_t take() { return next.fetch_add(1, std::memory_order_relaxed); }
+};
+
+// M <= MC: the A rows are few, so every thread packs all of op(A) for itself
+// (per KC block, once), and the threads take groups of NR micro-panels of
+// op(B) (about 256 KiB packed: L2) dynamically.  A group runs all its KC
+// blocks back to back, packing each B block right before use while
+// prefetching the source of the next, so the packed B never makes a round trip
+// through L3 (B is read from memory once; with few rows that read, not the
+// arithmetic, is what needs hiding) and the threads never wait for each other.
+// Packing walks each source row of B contiguously across the group (the
+// hardware prefetchers follow that; one 64-byte panel column per row, rows
+// kilobytes apart, they would not).
+void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
+  const int64_t M = g.M, N = g.N, K = g.K;
+  const int64_t KC = blocking().kc;
+  const int64_t kc_max = std::min(KC, K);
+  const int64_t k_blocks = (K + KC - 1) / KC;
+  const int64_t m_pad = (M + MR - 1) / MR * MR;
+  const int64_t m_tiles = m_pad / MR;
+  const int64_t n_panels = (N + NR - 1) / NR;
+  // at most ~256 KiB of packed B per group, and at least two groups per thread
+  const int64_t group = std::max<int64_t>(
+      1, std::min<int64_t>((int64_t(64) * 1024) / (NR * kc_max), (n_panels + 2 * nt - 1) / (2 * nt)));
+  const int64_t n_groups = (n_panels + group - 1) / group;
+  // all of op(A) packed (block b at b * m_pad * KC) unless that exceeds 16 MiB;
+  // then each group repacks its A blocks
+  const bool whole_a = m_pad * K <= (int64_t(4) << 20);
+  WorkCounter work;
+  std::atomic<bool> out_of_memory{false};
+  auto group_cols = [&](int64_t gi, int64_t& j0, int64_t& ncols) {
+    const int64_t q0 = gi * group;
+    j0 = q0 * NR;
+    ncols = std::min(N, (q0 + std::min(group, n_panels - q0)) * NR) - j0;
+  };
+  auto body = [&](int, int) {
+    float *abuf, *bbuf;
+    try {
+      abuf = tl_a_buf.get(size_t((whole_a ? m_pad * K : m_pad * kc_max) + kASlack));
+      bbuf = tl_b_buf.get(size_t(group * b_panel_stride(kc_max)));
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;  // no exception may leave an OpenMP region
+      return;
+    }
+    alignas(64) float tile[MR * NR];
+    if (whole_a)
+      for (int64_t b = 0; b < k_blocks; ++b) pack_a(g, 0, b * KC, M, std::min(KC, K - b * KC), abuf + b * m_pad * KC);
+    for (int64_t gi = work.take(); gi < n_groups; gi = work.take()) {
+      int64_t j0, ncols;
+      group_cols(gi, j0, ncols);
+      const int64_t gp = (ncols + NR - 1) / NR;
+      for (int64_t b = 0; b < k_blocks; ++b) {
+        const int64_t pc = b * KC, kc = std::min(KC, K - pc);
+        const bool last = b + 1 == k_blocks;
+        const float beta = b == 0 ? g.beta : 1.0f;
+        const float* ap = abuf + (whole_a ? b * m_pad * KC : 0);
+        if (!whole_a) pack_a(g, 0, pc, M, kc, abuf);
+        pack_b(g, pc, j0, kc, ncols, 0, gp, bbuf);
+        // what comes next: this group's next KC block, or (a guess) the next
+        // group anyone will take; fetched a share per tile while this computes
+        int64_t npc = pc + KC, nj0 = j0, nnc = ncols;
+        bool prefetch_next = !last;
+        if (last) {
+          const int64_t ngi = work.next.load(std::memory_order_relaxed);
+          prefetch_next = ngi < n_groups;
+          if (prefetch_next) group_cols(ngi, nj0, nnc);
+          npc = 0;
+        }
+        const int64_t nkc = std::min(KC, K - npc);
+        for (int64_t q = 0; q < gp; ++q) {
+          const int64_t nr = std::min<int64_t>(NR, ncols - q * NR);
+          const float* bp = bbuf + q * b_panel_stride(kc);
+          for (int64_t it = 0; it < m_tiles; ++it) {
+            // a few dozen lines per tile: never more than the miss queues hold
+            if (prefetch_next) prefetch_b_source(g, npc, nj0, nkc, nnc, q * m_tiles + it, gp * m_tiles);
+            const int64_t ir = it * MR;
+            run_tile(g, epi, ap + ir * kc, bp, kc, ir, j0 + q * NR, std::min<int64_t>(MR, M - ir), nr, beta, last,
+                     tile);
+          }
+        }
+      }
+    }
+  };
+  run_team(nt, body);
+  if (out_of_memory) throw std::bad_alloc();
+}
+
+// M > MC: the five loops.  For each NC block of columns, op(B) is packed for
+// all of K at once (capped near 8 MiB so it stays in L3) by all threads
+// together, taking chunks of micro-panels dynamically; after one barrier the
+// threads take row blocks (MC rows, a multiple of the thread count of them)
+// dynamically, and run each through all KC blocks, packing its A block into
+// their own L2.  Barriers: one per NC block (two when there are several).
+void sgemm_blocked(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
+  const int64_t M = g.M, N = g.N, K = g.K;
+  const Blocking& bl = blocking();
+  const int64_t KC = bl.kc;
+  const int64_t kc_max = std::min(KC, K);
+  const int64_t k_blocks = (K + KC - 1) / KC;
+  const int64_t ps_max = b_panel_stride(kc_max);
+  // column blocks: at most NC, packed B for all of K at most 2M floats, equal widths
+  const int64_t nc_cap = std::min(bl.nc, std::max<int64_t>(1, (int64_t(2) << 20) / (k_blocks * ps_max)) * NR);
+  const int64_t n_jc = (N + nc_cap - 1) / nc_cap;
+  const int64_t NC = ((N + n_jc - 1) / n_jc + NR - 1) / NR * NR;
+  const int64_t panels_max = (std::min(NC, N) + NR - 1) / NR;
+  const int64_t b_block = panels_max * ps_max;  // packed KC block b starts at b * b_block
+  // row blocks: a multiple of the thread count of them, at most MC rows, MR-aligned
+  int64_t blocks = (M + bl.mc - 1) / bl.mc;
+  blocks = (blocks + nt - 1) / nt * nt;
+  const int64_t mc = std::min(bl.mc, ((M + blocks - 1) / blocks + MR - 1) / MR * MR);
+  blocks = (M + mc - 1) / mc;
+  constexpr int64_t kPackChunk = 4;  // micro-panels per packing work item
+
+  float* bbuf = tl_b_buf.get(size_t(k_blocks * b_block));  // shared by the team
+  std::unique_ptr<WorkCounter[]> pack_work(new WorkCounter[size_t(n_jc)]);
+  std::unique_ptr<WorkCounter[]> row_work(new WorkCounter[size_t(n_jc)]);
+  std::atomic<bool> out_of_memory{false};
+
+  auto body = [&](int, int n) {
+    float* abuf = nullptr;
+    try {
+      abuf = tl_a_buf.get(size_t(mc * kc_max + kASlack));
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;  // seen by every thread after the first barrier
+    }
+    alignas(64) float tile[MR * NR];
+    for (int64_t jci = 0; jci < n_jc; ++jci) {
+      const int64_t jc = jci * NC, nc = std::min(NC, N - jc);
+      const int64_t n_panels = (nc + NR - 1) / NR;
+      const int64_t chunks = (n_panels + kPackChunk - 1) / kPackChunk;
+      for (int64_t it = pack_work[jci].take(); it < k_blocks * chunks; it = pack_work[jci].take()) {
+        const int64_t b = it / chunks, ch = it % chunks;
+        const int64_t pc = b * KC, kc = std::min(KC, K - pc);
+        pack_b(g, pc, jc, kc, nc, ch * kPackChunk, std::min(n_panels, (ch + 1) * kPackChunk), bbuf + b * b_block);
+      }
+      if (n > 1) {
+#pragma omp barrier
+      }
+      if (out_of_memory) return;  // every thread returns here together
+      for (int64_t blk = row_work[jci].take(); blk < blocks; blk = row_work[jci].take()) {
+        const int64_t ic = blk * mc, rows = std::min(mc, M - ic);
+        for (int64_t b = 0; b < k_blocks; ++b) {
+          const int64_t pc = b * KC, kc = std::min(KC, K - pc);
+          const bool last = b + 1 == k_blocks;
+          const float beta = b == 0 ? g.beta : 1.0f;
+          pack_a(g, ic, pc, rows, kc, abuf);
+          const float* bb = bbuf + b * b_block;
+          for (int64_t q = 0; q < n_panels; ++q) {
+            const int64_t nr = std::min<int64_t>(NR, nc - q * NR);
+            const float* bp = bb + q * b_panel_stride(kc);
+            for (int64_t ir = 0; ir < rows; ir += MR)
+              run_tile(g, epi, abuf + ir * kc, bp, kc, ic + ir, jc + q * NR, std::min<int64_t>(MR, rows - ir), nr,
+                       beta, last, tile);
+          }
+        }
+      }
+      if (n > 1 && jci + 1 < n_jc) {  // the packed B is overwritten next
+#pragma omp barrier
+      }
+    }
+  };
+
+  run_team(nt, body);
+  if (out_of_memory) throw std::bad_alloc();
+}
+
+void sgemm(const GemmArgs<float>& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0 || g.alpha == 0.0f) {
+    scale_only(g);
+    return;
+  }
+  const EpilogueFn<float> epi = pick_epilogue(g);
+  const int nt = gemm_threads(g.M, g.N, g.K);
+  if (g.M <= blocking().mc)
+    sgemm_small_m(g, epi, nt);
+  else
+    sgemm_blocked(g, epi, nt);
+}
+
+// ---- float64 reference -------------------------------------------------------------------
+void dgemm(const GemmArgs<double>& g) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0 || g.alpha == 0.0) {
+    scale_only(g);
+    return;
+  }
+  const EpilogueFn<double> epi = pick_epilogue(g);
+  const int64_t M = g.M, N = g.N, K = g.K;
+  const int nt = gemm_threads(M, N, K);
+  std::atomic<bool> out_of_memory{false};
+  auto body = [&](int t, int n) {
+    int64_t lo, hi;
+    split_range(M, t, n, lo, hi);
+    std::vector<double> acc_buf;
+    try {
+      acc_buf.resize(size_t(N));
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;
+      return;
+    }
+    double* acc = acc_buf.data();
+    for (int64_t i = lo; i < hi; ++i) {
+      std::fill(acc, acc + N, 0.0);
+      for (int64_t k = 0; k < K; ++k) {
+        const double a = g.trans_a ? g.A[k * g.lda + i] : g.A[i * g.lda + k];
+        if (!g.trans_b) {
+          const double* b = g.B + k * g.ldb;
+          for (int64_t j = 0; j < N; ++j) acc[j] += a * b[j];
+        } else {
+          const double* b = g.B + k;
+          for (int64_t j = 0; j < N; ++j) acc[j] += a * b[j * g.ldb];
+        }
+      }
+      double* c = g.C + i * g.ldc;
+      if (g.beta == 0.0) {
+        for (int64_t j = 0; j < N; ++j) c[j] = g.alpha * acc[j];
+      } else {
+        for (int64_t j = 0; j < N; ++j) c[j] = g.alpha * acc[j] + g.beta * c[j];
+      }
+      if (epi) epi(g, i, 0, 1, N);
+    }
+  };
+  run_team(nt, body);
+  if (out_of_memory) throw std::bad_alloc();
+}
+
+}  // namespace
+
+void fill_gemm_kernels(CpuKernels& k) {
+  k.sgemm = &sgemm;
+  k.dgemm = &dgemm;
+}
+
+}  // namespace FL_ISA_NS
+}  // namespace fl

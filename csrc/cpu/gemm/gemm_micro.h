@@ -1,0 +1,238 @@
+// Register-blocked SGEMM micro-kernels, one per instruction set.  Included by
+// cpu/gemm/gemm_kernels.cpp only, which is compiled once per ISA: the
+// translation unit's flags pick exactly one `MicroKernel` below.
+//
+// Contract of MicroKernel::run_rows<R>(kc, A, B, C, ldc, alpha, beta), R <= MR
+// (run_m(rows, ...) picks R at run time):
+//   A: packed micro-panel of MR rows,    A[k * MR + i] = op(A)(i, k)
+//   B: packed micro-panel of NR columns, B[k * NR + j] = op(B)(k, j)
+//   C(i, j) = alpha * sum_k A(i, k) B(k, j) + beta * C(i, j)   for i < R, j < NR;
+//   beta == 0: C is not read (it may hold NaN).
+// Both panels are 64-byte aligned (the packing buffers are), so aligned loads
+// are used on B; C may be anywhere (unaligned loads/stores).
+#pragma once
+#include <cstdint>
+#if (defined(__AVX2__) || defined(__AVX512F__))
+#include <immintrin.h>
+#endif
+#include "core/macros.h"
+
+namespace fl {
+namespace FL_ISA_NS {
+
+#if defined(__AVX512F__)
+// ---- AVX-512: 12 x 32 ---------------------------------------------------------
+// UNVERIFIED ON THE DEVELOPMENT MACHINE (AMD Zen 3 has no AVX-512): it is
+// compiled here and its tests run wherever the CPU has AVX-512F.
+//
+// Why 12 x 32: 24 zmm accumulators + 2 zmm for the B row + 1 broadcast = 27
+// of the 32 architectural registers.  Each k step issues 24 independent FMAs
+// against 2 vector loads and 12 broadcasts, enough to cover 2 FMA pipes x
+// 4-cycle latency (8 FMAs in flight) three times over, and the
+// flops-per-load ratio (24 FMAs / 14 loads) keeps the load ports below the
+// FMA ports.  14 x 32 (28 accumulators) would squeeze out slightly more, but
+// 12 divides the common sizes (48, 96, 192, 384, ...) and leaves registers for
+// the compiler to software-pipeline the B loads.  This is the shape BLIS uses
+// for SKX (its 32 x 12 column-major kernel, transposed).
+struct MicroKernel {
+  static constexpr int MR = 12, NR = 32;
+  // L1 (32-48 KiB): the B micro-panel NR x KC (24 KiB) stays resident while the
+  // A micro-panels (MR x KC, 9 KiB) stream from L2.  L2 (1-2 MiB): the packed
+  // A block MC x KC (360 KiB).  L3: the packed B panel KC x NC (2.3 MiB).
+  static constexpr int64_t MC = 480, KC = 192, NC = 3072;
+
+  template <int R>
+  static void run_rows(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
+                       float alpha, float beta) {
+    __m512 acc[R][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {  // the C tile arrives while the k loop runs
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + NR - 1), _MM_HINT_T0);
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      acc[i][0] = _mm512_setzero_ps();
+      acc[i][1] = _mm512_setzero_ps();
+    }
+#pragma GCC unroll 2
+    for (int64_t k = 0; k < kc; ++k) {
+      const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+      _mm_prefetch(reinterpret_cast<const char*>(B + 8 * NR), _MM_HINT_T0);
+#pragma GCC unroll 12
+      for (int i = 0; i < R; ++i) {
+        const __m512 a = _mm512_set1_ps(A[i]);
+        acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+      }
+      A += MR;
+      B += NR;
+    }
+    const __m512 va = _mm512_set1_ps(alpha);
+    if (beta == 0.0f) {
+#pragma GCC unroll 12
+      for (int i = 0; i < R; ++i) {
+        _mm512_storeu_ps(C + i * ldc, _mm512_mul_ps(va, acc[i][0]));
+        _mm512_storeu_ps(C + i * ldc + 16, _mm512_mul_ps(va, acc[i][1]));
+      }
+    } else if (beta == 1.0f) {
+#pragma GCC unroll 12
+      for (int i = 0; i < R; ++i) {
+        _mm512_storeu_ps(C + i * ldc, _mm512_fmadd_ps(va, acc[i][0], _mm512_loadu_ps(C + i * ldc)));
+        _mm512_storeu_ps(C + i * ldc + 16, _mm512_fmadd_ps(va, acc[i][1], _mm512_loadu_ps(C + i * ldc + 16)));
+      }
+    } else {
+      const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+      for (int i = 0; i < R; ++i) {
+        _mm512_storeu_ps(C + i * ldc,
+                         _mm512_fmadd_ps(va, acc[i][0], _mm512_mul_ps(vb, _mm512_loadu_ps(C + i * ldc))));
+        _mm512_storeu_ps(C + i * ldc + 16,
+                         _mm512_fmadd_ps(va, acc[i][1], _mm512_mul_ps(vb, _mm512_loadu_ps(C + i * ldc + 16))));
+      }
+    }
+  }
+  // The first `rows` rows of the tile (1 <= rows <= MR; the A panel keeps its
+  // MR stride): the bottom edge of C without wasted rows or a copy.
+  static void run_m(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
+                    float beta) {
+    switch (rows) {
+      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta); break;
+      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta); break;
+      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta); break;
+      case 4: run_rows<4>(kc, A, B, C, ldc, alpha, beta); break;
+      case 5: run_rows<5>(kc, A, B, C, ldc, alpha, beta); break;
+      case 6: run_rows<6>(kc, A, B, C, ldc, alpha, beta); break;
+      case 7: run_rows<7>(kc, A, B, C, ldc, alpha, beta); break;
+      case 8: run_rows<8>(kc, A, B, C, ldc, alpha, beta); break;
+      case 9: run_rows<9>(kc, A, B, C, ldc, alpha, beta); break;
+      case 10: run_rows<10>(kc, A, B, C, ldc, alpha, beta); break;
+      case 11: run_rows<11>(kc, A, B, C, ldc, alpha, beta); break;
+      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta); break;
+    }
+  }
+};
+
+#elif defined(__AVX2__) && defined(__FMA__)
+// ---- AVX2 + FMA: 6 x 16 -------------------------------------------------------
+// 12 ymm accumulators + 2 for the B row + 1 broadcast = 15 of 16 registers.
+// Per k step: 12 independent FMAs (2 FMA pipes x 4-5 cycle latency needs >= 10
+// in flight) against 2 loads + 6 broadcasts from L1.
+struct MicroKernel {
+  static constexpr int MR = 6, NR = 16;
+  // Zen 3: L1d 32 KiB holds the B micro-panel (16 x 256 x 4 B = 16 KiB) plus
+  // the A micro-panel streaming through (6 KiB); L2 512 KiB holds the packed
+  // A block (144 x 256 x 4 B = 144 KiB, leaving room for B traffic and C);
+  // the packed B panel (256 x 4080 x 4 B = 4 MiB) lives in the 32 MiB L3.
+  static constexpr int64_t MC = 144, KC = 256, NC = 4080;
+
+  template <int R>
+  static void run_rows(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
+                       float alpha, float beta) {
+    __m256 acc[R][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {  // the C tile arrives while the k loop runs
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + NR - 1), _MM_HINT_T0);
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      acc[i][0] = _mm256_setzero_ps();
+      acc[i][1] = _mm256_setzero_ps();
+    }
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; ++k) {
+      const __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        const __m256 a = _mm256_broadcast_ss(A + i);
+        acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+      }
+      A += MR;
+      B += NR;
+    }
+    const __m256 va = _mm256_set1_ps(alpha);
+    if (beta == 0.0f) {
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        _mm256_storeu_ps(C + i * ldc, _mm256_mul_ps(va, acc[i][0]));
+        _mm256_storeu_ps(C + i * ldc + 8, _mm256_mul_ps(va, acc[i][1]));
+      }
+    } else if (beta == 1.0f) {
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        _mm256_storeu_ps(C + i * ldc, _mm256_fmadd_ps(va, acc[i][0], _mm256_loadu_ps(C + i * ldc)));
+        _mm256_storeu_ps(C + i * ldc + 8, _mm256_fmadd_ps(va, acc[i][1], _mm256_loadu_ps(C + i * ldc + 8)));
+      }
+    } else {
+      const __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        _mm256_storeu_ps(C + i * ldc,
+                         _mm256_fmadd_ps(va, acc[i][0], _mm256_mul_ps(vb, _mm256_loadu_ps(C + i * ldc))));
+        _mm256_storeu_ps(C + i * ldc + 8,
+                         _mm256_fmadd_ps(va, acc[i][1], _mm256_mul_ps(vb, _mm256_loadu_ps(C + i * ldc + 8))));
+      }
+    }
+  }
+  // The first `rows` rows of the tile (1 <= rows <= MR; the A panel keeps its
+  // MR stride): the bottom edge of C without wasted rows or a copy.
+  static void run_m(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
+                    float beta) {
+    switch (rows) {
+      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta); break;
+      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta); break;
+      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta); break;
+      case 4: run_rows<4>(kc, A, B, C, ldc, alpha, beta); break;
+      case 5: run_rows<5>(kc, A, B, C, ldc, alpha, beta); break;
+      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta); break;
+    }
+  }
+};
+
+#else
+// ---- scalar build: 4 x 8 in plain C++ -----------------------------------------
+// The baseline x86-64 build has SSE2, which the compiler uses for these loops
+// (8 xmm accumulators); elsewhere it is portable C++.
+struct MicroKernel {
+  static constexpr int MR = 4, NR = 8;
+  static constexpr int64_t MC = 128, KC = 256, NC = 2048;
+
+  template <int R>
+  static void run_rows(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
+                       float alpha, float beta) {
+    float acc[R][NR] = {};
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int i = 0; i < R; ++i) {
+        const float a = A[i];
+        for (int j = 0; j < NR; ++j) acc[i][j] += a * B[j];
+      }
+      A += MR;
+      B += NR;
+    }
+    for (int i = 0; i < R; ++i) {
+      float* c = C + i * ldc;
+      if (beta == 0.0f) {
+        for (int j = 0; j < NR; ++j) c[j] = alpha * acc[i][j];
+      } else {
+        for (int j = 0; j < NR; ++j) c[j] = alpha * acc[i][j] + beta * c[j];
+      }
+    }
+  }
+  // The first `rows` rows of the tile (1 <= rows <= MR; the A panel keeps its
+  // MR stride): the bottom edge of C without wasted rows or a copy.
+  static void run_m(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
+                    float beta) {
+    switch (rows) {
+      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta); break;
+      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta); break;
+      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta); break;
+      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta); break;
+    }
+  }
+};
+#endif
+
+}  // namespace FL_ISA_NS
+}  // namespace fl
