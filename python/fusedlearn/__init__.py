@@ -14,6 +14,7 @@ from ._version import __version__
 __all__ = [
     "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
     "functional", "optim",
+    "nn", "data", "train", "save", "load",
 ]
 
 
@@ -65,3 +66,5 @@ def get_isa() -> str:
 
 
 from . import functional, optim  # noqa: E402
+from . import data, nn, train  # noqa: E402
+from .checkpoint import load, save  # noqa: E402

@@ -9,78 +9,52 @@ import time
 import numpy as np
 
 
-def _progress(prefix: str, i: int, n: int, extra: str = "") -> None:
-    width = 24
-    done = int(width * i / n)
-    end = "\n" if i == n else ""
-    sys.stdout.write(f"\r{prefix} [{'#' * done}{'.' * (width - done)}] {i}/{n} {extra}{end}")
-    sys.stdout.flush()
+def _build_mlp(sizes, seed: int, dropout: float = 0.0):
+    import fusedlearn as fl
 
-
-def _softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    z = logits - logits.max(axis=1, keepdims=True)
-    ez = np.exp(z)
-    prob = ez / ez.sum(axis=1, keepdims=True)
-    n = len(y)
-    loss = float(-np.log(prob[np.arange(n), y] + 1e-12).mean())
-    prob[np.arange(n), y] -= 1.0
-    return loss, prob / n
-
-
-def _make_blobs(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((classes, dim)).astype(np.float32) * 0.6
-    y = rng.integers(0, classes, n)
-    x = centers[y] + rng.standard_normal((n, dim)).astype(np.float32) * 2.0
-    return x.astype(np.float32), y
+    nn = fl.nn
+    gen = np.random.default_rng(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b, generator=gen))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout, seed=seed + i))
+    return nn.Sequential(*layers)
 
 
 def demo(args: argparse.Namespace) -> int:
-    """Train a softmax classifier with several fused optimizers and report accuracy and time."""
+    """Train an MLP on scikit-learn's digits with SDProp; report test accuracy and time; plot the curves."""
     import fusedlearn as fl
 
+    if args.threads:
+        fl.set_num_threads(args.threads)
     info = fl.build_info()
     print(f"fusedlearn {info['version']}  isa={info['selected_isa']} (available {info['cpu_isa']})  "
-          f"threads={info['openmp_threads']}  cuda_built={info['cuda_built']} devices={info['cuda_devices']}")
-    dim, classes = 64, 10
-    x, y = _make_blobs(6000, dim, classes, seed=args.seed)
-    xtr, ytr, xte, yte = x[:5000], y[:5000], x[5000:], y[5000:]
-    rules = {
-        "SDProp": lambda ps: fl.optim.SDProp(ps, lr=1e-2),
-        "Adam": lambda ps: fl.optim.Adam(ps, lr=1e-2),
-        "AccSGD": lambda ps: fl.optim.AccSGD(ps, lr=1e-2, kappa=100.0, xi=5.0),
-        "SGD+momentum": lambda ps: fl.optim.SGD(ps, lr=5e-2, momentum=0.9),
-    }
-    results = {}
-    for name, make in rules.items():
-        rng = np.random.default_rng(args.seed)
-        w = (rng.standard_normal((dim, classes)) * 0.01).astype(np.float32)
-        b = np.zeros(classes, np.float32)
-        gw, gb = np.zeros_like(w), np.zeros_like(b)
-        opt = make([(w, gw), (b, gb)])
-        t0 = time.perf_counter()
-        nb = len(xtr) // args.batch_size
-        for epoch in range(1, args.epochs + 1):
-            perm = rng.permutation(len(xtr))
-            total = 0.0
-            for k in range(nb):
-                idx = perm[k * args.batch_size:(k + 1) * args.batch_size]
-                loss, dlogits = _softmax_xent(xtr[idx] @ w + b, ytr[idx])
-                np.matmul(xtr[idx].T, dlogits, out=gw)
-                gb[:] = dlogits.sum(axis=0)
-                opt.step()
-                total += loss
-            _progress(f"{name:>13}", epoch, args.epochs, f"loss {total / nb:.4f}")
-        elapsed = time.perf_counter() - t0
-        acc = float(((xte @ w + b).argmax(axis=1) == yte).mean())
-        results[name] = {"test_accuracy": acc, "seconds": elapsed, "final_loss": total / nb}
-    print()
-    print(f"{'optimizer':>13}  {'test acc':>8}  {'loss':>7}  {'time':>7}")
-    for name, r in results.items():
-        print(f"{name:>13}  {r['test_accuracy']:8.3f}  {r['final_loss']:7.4f}  {r['seconds']:6.2f}s")
+          f"threads={fl.get_num_threads()}  cuda_built={info['cuda_built']}")
+    train, test = fl.data.digits(seed=args.seed)
+    sizes = [64, *args.hidden, 10]
+    model = _build_mlp(sizes, args.seed, args.dropout)
+    loss = fl.nn.CrossEntropyLoss()
+    opt = fl.optim.SDProp(model.parameters(), lr=args.lr, gamma=args.gamma)
+    sched = fl.optim.CosineAnnealingLR(opt, T_max=args.epochs)
+    print(f"digits: {len(train)} train / {len(test)} test samples; MLP {'-'.join(map(str, sizes))} (ReLU), "
+          f"SDProp lr={args.lr} gamma={args.gamma}, cosine schedule, batch {args.batch_size}, {args.epochs} epochs")
+    t0 = time.perf_counter()
+    history = fl.train.fit(model, loss, opt, train, test, epochs=args.epochs, batch_size=args.batch_size,
+                           scheduler=sched, seed=args.seed, progress=not args.no_progress,
+                           history_path=args.history, plot_path=args.plot or None)
+    elapsed = time.perf_counter() - t0
+    result = fl.train.evaluate(model, loss, test)
+    print(f"test accuracy {result['accuracy'] * 100:.2f}%  test loss {result['loss']:.4f}  "
+          f"wall time {elapsed:.2f} s ({elapsed / max(args.epochs, 1) * 1000:.0f} ms/epoch)")
+    if args.plot:
+        print(f"curves written to {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"test_accuracy": result["accuracy"], "test_loss": result["loss"], "seconds": elapsed,
+                       "history": history}, f, indent=1)
     return 0
 
 
@@ -92,13 +66,29 @@ def info(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fusedlearn", description="Fast neural-network training with fused kernels.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train a small classifier with the fused optimizers and report accuracy and time")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        prog="fusedlearn", description="Fast neural-network training with fused kernels.",
+        epilog="Run `fusedlearn COMMAND --help` for a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "demo", help="train an MLP on the 8x8 digits with SDProp; print test accuracy and time, plot the curves",
+        description="Train a 64-256-128-10 ReLU MLP on scikit-learn's bundled 8x8 digits (1438 train / 359 "
+                    "test) with the SDProp optimizer and a cosine learning-rate schedule, showing a progress "
+                    "bar; print the test accuracy (about 97-98%%) and the wall time, and write the loss and "
+                    "accuracy curves to a PNG.")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
+    p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
+    p.add_argument("--lr", type=float, default=3e-3, help="SDProp learning rate (default 3e-3)")
+    p.add_argument("--gamma", type=float, default=0.99, help="SDProp gamma (default 0.99)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 128], help="hidden layer sizes (default 256 128)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and shuffling")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for the kernels (default: all)")
+    p.add_argument("--plot", default="fusedlearn_demo.png",
+                   help="PNG file for the curves (default ./fusedlearn_demo.png; '' for none)")
+    p.add_argument("--history", help="also write the history to this .csv or .json file")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=demo)
     p = sub.add_parser("info", help="print what this build supports on this machine (ISA, CUDA, threads)")
     p.set_defaults(func=info)

@@ -1,0 +1,9 @@
+"""Training: :func:`fit` (seeded shuffling, progress bar, evaluation, callbacks such as
+:class:`EarlyStopping`, schedulers, history as CSV/JSON and PNG, checkpoints with exact resume),
+:func:`evaluate` and :func:`predict`."""
+from .callbacks import Callback, EarlyStopping, LambdaCallback
+from .history import plot_history, write_history
+from .loop import evaluate, fit, predict
+
+__all__ = ["fit", "evaluate", "predict", "Callback", "EarlyStopping", "LambdaCallback", "write_history",
+           "plot_history"]
