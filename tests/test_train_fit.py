@@ -16,6 +16,9 @@ from fusedlearn import nn
 from fusedlearn.train import EarlyStopping, LambdaCallback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Child processes import the same fusedlearn as this one (the installed
+# package in CI, the source tree with the built module in development).
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +135,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, digits):
 def test_resume_in_a_new_process_after_sigkill(tmp_path, digits):
     script = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path[:0] = [{os.path.join(ROOT, 'python')!r}, {os.path.join(ROOT, 'tests')!r}]
+        sys.path[:0] = [{PKG_PARENT!r}, {os.path.join(ROOT, 'tests')!r}]
         import numpy as np, fusedlearn as fl
         import test_train_fit as t
         fl.set_num_threads(1)
@@ -263,7 +266,7 @@ def test_fit_argument_errors(digits):
 
 
 def test_cli_demo_runs(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    env = dict(os.environ, PYTHONPATH=PKG_PARENT)
     out = subprocess.run([sys.executable, "-m", "fusedlearn.cli", "demo", "--epochs", "2", "--threads", "1",
                           "--no-progress", "--plot", str(tmp_path / "d.png"), "--json", str(tmp_path / "d.json")],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
