@@ -25,6 +25,16 @@ void check_wd(double wd) { check(wd >= 0.0 && std::isfinite(wd), "weight_decay",
 void check_eps(double eps) { check(eps >= 0.0 && std::isfinite(eps), "epsilon", eps, "must be finite and >= 0"); }
 void check_beta(const char* name, double b) { check(b >= 0.0 && b < 1.0, name, b, "must be in [0, 1)"); }
 
+// Adam and Adamax share their hyperparameters and torch's messages for them.
+void check_adam_family(int64_t step, double lr, double beta1, double beta2, double eps, double wd) {
+  check_step(step);
+  check_lr(lr);
+  check_beta("beta parameter at index 0", beta1);
+  check_beta("beta parameter at index 1", beta2);
+  check_eps(eps);
+  check_wd(wd);
+}
+
 }  // namespace
 
 SgdHyper make_sgd_hyper(int64_t step, double lr, double momentum, double dampening,
@@ -80,12 +90,7 @@ RmspropHyper make_rmsprop_hyper(double lr, double alpha, double eps, double weig
 
 AdamHyper make_adam_hyper(int64_t step, double lr, double beta1, double beta2, double eps,
                           double weight_decay, bool amsgrad, bool maximize, bool decoupled) {
-  check_step(step);
-  check_lr(lr);
-  check_beta("beta parameter at index 0", beta1);
-  check_beta("beta parameter at index 1", beta2);
-  check_eps(eps);
-  check_wd(weight_decay);
+  check_adam_family(step, lr, beta1, beta2, eps, weight_decay);
   AdamHyper h;
   h.beta1 = beta1; h.beta2 = beta2; h.eps = eps;
   const double bc1 = 1.0 - std::pow(beta1, double(step));
@@ -103,12 +108,7 @@ AdamHyper make_adam_hyper(int64_t step, double lr, double beta1, double beta2, d
 
 AdamaxHyper make_adamax_hyper(int64_t step, double lr, double beta1, double beta2, double eps,
                               double weight_decay, bool maximize) {
-  check_step(step);
-  check_lr(lr);
-  check_beta("beta parameter at index 0", beta1);
-  check_beta("beta parameter at index 1", beta2);
-  check_eps(eps);
-  check_wd(weight_decay);
+  check_adam_family(step, lr, beta1, beta2, eps, weight_decay);
   AdamaxHyper h;
   h.beta1 = beta1; h.beta2 = beta2; h.eps = eps; h.weight_decay = weight_decay;
   h.clr = lr / (1.0 - std::pow(beta1, double(step)));
