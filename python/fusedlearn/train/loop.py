@@ -34,6 +34,26 @@ def _batch_loss_sum(value, n: int, loss) -> float:
     return float(v) if red == "sum" else float(v) * n
 
 
+class _Tally:
+    """Running mean loss (and accuracy, while every batch is a classification) over batches."""
+
+    def __init__(self, loss) -> None:
+        self.loss, self.total, self.correct, self.n, self.acc_ok = loss, 0.0, 0, 0, True
+
+    def add(self, value, out, y) -> None:
+        self.total += _batch_loss_sum(value, len(out), self.loss)
+        c = _accuracy_count(out, y)
+        if c is None:
+            self.acc_ok = False
+        else:
+            self.correct += c
+        self.n += len(out)
+
+    def summary(self) -> dict:
+        n = max(self.n, 1)
+        return {"loss": self.total / n, "accuracy": self.correct / n if self.acc_ok else None}
+
+
 def predict(model, x, batch_size: int = 1024) -> np.ndarray:
     """``model``'s outputs for ``x`` in eval mode, computed in batches."""
     was = model.training
@@ -50,22 +70,14 @@ def evaluate(model, loss, data, batch_size: int = 1024) -> dict:
     ds = as_dataset(data, "data")
     was = model.training
     model.eval()
-    total, correct, n, acc_ok = 0.0, 0, 0, True
+    tally = _Tally(loss)
     try:
         for xb, yb in ds.batches(batch_size):
             out = model(xb)
-            value, _ = loss(out, yb)
-            total += _batch_loss_sum(value, len(xb), loss)
-            c = _accuracy_count(out, yb)
-            if c is None:
-                acc_ok = False
-            else:
-                correct += c
-            n += len(xb)
+            tally.add(loss(out, yb)[0], out, yb)
     finally:
         model.train(was)
-    n = max(n, 1)
-    return {"loss": total / n, "accuracy": (correct / n) if acc_ok else None}
+    return tally.summary()
 
 
 class _Progress:
@@ -186,7 +198,7 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
         model.train()
         t0 = time.perf_counter()
         bar = _Progress(progress, nb, epoch, epochs)
-        total, correct, n, acc_ok = 0.0, 0, 0, True
+        tally = _Tally(loss)
         try:
             for b, (xb, yb) in enumerate(train.batches(batch_size, shuffle=shuffle, seed=rng,
                                                        drop_last=drop_last)):
@@ -195,22 +207,15 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                 optimizer.zero_grad()
                 model.backward(grad)
                 optimizer.step()
-                total += _batch_loss_sum(value, len(xb), loss)
-                c = _accuracy_count(out, yb)
-                if c is None:
-                    acc_ok = False
-                else:
-                    correct += c
-                n += len(xb)
-                running = {"loss": total / n, "accuracy": correct / n if acc_ok else None}
+                tally.add(value, out, yb)
+                running = tally.summary()
                 if callbacks:
                     _call(callbacks, "on_batch_end", b, {"loss": float(np.sum(value)), **running}, state)
                 if bar.bar is not None and (b % 4 == 0 or b == nb - 1):
                     bar.update(_fmt(running))
                 elif bar.bar is not None:
                     bar.bar.update(1)
-            logs = {"epoch": epoch, "loss": total / max(n, 1), "accuracy": correct / max(n, 1) if acc_ok else None,
-                    "val_loss": None, "val_accuracy": None}
+            logs = {"epoch": epoch, **tally.summary(), "val_loss": None, "val_accuracy": None}
             if val is not None:
                 v = evaluate(model, loss, val, batch_size=max(batch_size, 256))
                 logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
