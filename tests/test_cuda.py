@@ -15,68 +15,13 @@ import fusedlearn as fl
 from fusedlearn import _C
 from fusedlearn import functional as F
 
+import gpu_arrays
+
 if _C.cuda_device_count() == 0:
     pytest.skip("no CUDA device (or a build without CUDA)", allow_module_level=True)
 
 
-class _Torch:
-    name = "torch"
-
-    def __init__(self, torch):
-        self.torch = torch
-
-    def to_dev(self, a, offset=0, device=0):
-        """A CUDA copy of `a`, starting `offset` elements into a fresh buffer
-        (offset 1..3 makes a contiguous array that is not 16-byte aligned)."""
-        t = self.torch
-        base = t.empty(a.size + offset, dtype=getattr(t, a.dtype.name), device=f"cuda:{device}")
-        view = base[offset:offset + a.size]
-        view.copy_(t.from_numpy(np.ascontiguousarray(a).ravel()))
-        return view
-
-    def to_np(self, x):
-        return x.detach().cpu().numpy()
-
-    def sync(self):
-        self.torch.cuda.synchronize()
-
-
-class _Cupy:
-    name = "cupy"
-
-    def __init__(self, cp):
-        self.cp = cp
-
-    def to_dev(self, a, offset=0, device=0):
-        cp = self.cp
-        with cp.cuda.Device(device):
-            base = cp.empty(a.size + offset, dtype=a.dtype)
-            view = base[offset:offset + a.size]
-            view[...] = cp.asarray(np.ascontiguousarray(a).ravel())
-        return view
-
-    def to_np(self, x):
-        return self.cp.asnumpy(x)
-
-    def sync(self):
-        self.cp.cuda.runtime.deviceSynchronize()
-
-
-def _backend():
-    try:
-        import torch
-        if torch.cuda.is_available():
-            return _Torch(torch)
-    except ImportError:
-        pass
-    try:
-        import cupy
-        return _Cupy(cupy)
-    except ImportError:
-        return None
-
-
-BK = _backend()
+BK = gpu_arrays.backend()
 if BK is None:
     pytest.skip("a GPU is present but neither torch (with CUDA) nor cupy is installed", allow_module_level=True)
 

@@ -17,88 +17,13 @@ import pytest
 from fusedlearn import _C
 from fusedlearn import functional as F
 
+import gpu_arrays
+
 if _C.cuda_device_count() == 0:
     pytest.skip("no CUDA device (or a build without CUDA)", allow_module_level=True)
 
 
-class _Torch:
-    name = "torch"
-
-    def __init__(self, torch):
-        self.torch = torch
-
-    def strided(self, a, pad=0, col_off=0):
-        """A CUDA view holding `a` whose rows are `pad` elements longer than
-        the row (leading dimension cols + pad) and that starts `col_off`
-        elements into its row: a strided sub-matrix of a larger array."""
-        t = self.torch
-        r, c = a.shape
-        base = t.full((r, c + pad + col_off), float("nan"), dtype=getattr(t, a.dtype.name), device="cuda:0")
-        view = base[:, col_off:col_off + c]
-        view.copy_(t.from_numpy(np.ascontiguousarray(a)))
-        return view
-
-    def vector(self, v, off=0):
-        t = self.torch
-        base = t.empty(v.size + off, dtype=getattr(t, v.dtype.name), device="cuda:0")
-        view = base[off:]
-        view.copy_(t.from_numpy(np.ascontiguousarray(v)))
-        return view
-
-    def to_np(self, x):
-        return x.detach().cpu().numpy()
-
-    def ref_matmul(self, a, b):
-        """float64 op(a) @ op(b) on the GPU (a, b numpy, already transposed)."""
-        t = self.torch
-        ad = t.from_numpy(np.ascontiguousarray(a, dtype=np.float64)).cuda()
-        bd = t.from_numpy(np.ascontiguousarray(b, dtype=np.float64)).cuda()
-        return t.matmul(ad, bd).cpu().numpy()
-
-
-class _Cupy:
-    name = "cupy"
-
-    def __init__(self, cp):
-        self.cp = cp
-
-    def strided(self, a, pad=0, col_off=0):
-        cp = self.cp
-        r, c = a.shape
-        base = cp.full((r, c + pad + col_off), np.nan, dtype=a.dtype)
-        view = base[:, col_off:col_off + c]
-        view[...] = cp.asarray(np.ascontiguousarray(a))
-        return view
-
-    def vector(self, v, off=0):
-        cp = self.cp
-        base = cp.empty(v.size + off, dtype=v.dtype)
-        view = base[off:]
-        view[...] = cp.asarray(v)
-        return view
-
-    def to_np(self, x):
-        return self.cp.asnumpy(x)
-
-    def ref_matmul(self, a, b):
-        return np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)
-
-
-def _backend():
-    try:
-        import torch
-        if torch.cuda.is_available():
-            return _Torch(torch)
-    except ImportError:
-        pass
-    try:
-        import cupy
-        return _Cupy(cupy)
-    except ImportError:
-        return None
-
-
-BK = _backend()
+BK = gpu_arrays.backend()
 if BK is None:
     pytest.skip("a GPU is present but neither torch (with CUDA) nor cupy is installed", allow_module_level=True)
 
