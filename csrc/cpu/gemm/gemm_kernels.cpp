@@ -29,7 +29,8 @@
 //    read, not the arithmetic, is what needs hiding).  No barriers.
 // Below ~2 MFLOP one thread runs (waking a second costs more).
 // Cache blocking comes from the micro-kernel (MC, KC, NC) and can be
-// overridden with FUSEDLEARN_GEMM_MC / _KC / _NC for tuning on other machines.
+// overridden with FUSEDLEARN_GEMM_MC / _KC / _NC (and the small-M driver's
+// packed-B group size with FUSEDLEARN_GEMM_GROUP_KIB) for tuning elsewhere.
 //
 // float64: a plain reference path (row-parallel i-k-j loops accumulated in
 // double), for gradient checks; not tuned.
@@ -289,6 +290,9 @@ void pack_a(const GemmArgs<float>& g, int64_t i0, int64_t k0, int64_t mc, int64_
 // all map to the same L1 sets (NR * kc * 4 B is a multiple of 4 KiB).
 inline int64_t b_panel_stride(int64_t kc) { return NR * kc + 16; }
 
+// Source rows of B the packing loop prefetches ahead of the row it copies.
+constexpr int64_t kPackAhead = 6;
+
 // op(B)[k0 + k, j0 + j] for k < kc, micro-panels p in [p_lo, p_hi) of the
 // NC block starting at j0 (nc columns): dst[p * b_panel_stride(kc) + k * NR + j % NR].
 void pack_b(const GemmArgs<float>& g, int64_t k0, int64_t j0, int64_t kc, int64_t nc, int64_t p_lo, int64_t p_hi,
@@ -298,8 +302,15 @@ void pack_b(const GemmArgs<float>& g, int64_t k0, int64_t j0, int64_t kc, int64_
     // B stored K x N: walk each source row once, across all the panels (full
     // panels first, then the zero-padded last one)
     const int64_t p_full = std::min(p_hi, nc / NR);
+    const int64_t pf_lo = p_lo * NR, pf_hi = std::min(nc, p_hi * NR);
     for (int64_t k = 0; k < kc; ++k) {
       const float* src = g.B + (k0 + k) * g.ldb + j0;
+      if (k + kPackAhead < kc) {
+        // rows are short (a group's width) and far apart: the hardware
+        // prefetchers would not start on them, so ask a few rows ahead
+        const float* ahead = src + kPackAhead * g.ldb;
+        for (int64_t c = pf_lo; c < pf_hi; c += 16) __builtin_prefetch(ahead + c, 0, 3);
+      }
       for (int64_t p = p_lo; p < p_full; ++p) {
         float* __restrict d = dst + p * ps + k * NR;
         const float* s = src + p * NR;
@@ -445,8 +456,9 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   const int64_t m_tiles = m_pad / MR;
   const int64_t n_panels = (N + NR - 1) / NR;
   // at most ~256 KiB of packed B per group, and at least two groups per thread
+  static const int64_t group_floats = env_or("FUSEDLEARN_GEMM_GROUP_KIB", 256, 1) * 256;
   const int64_t group = std::max<int64_t>(
-      1, std::min<int64_t>((int64_t(64) * 1024) / (NR * kc_max), (n_panels + 2 * nt - 1) / (2 * nt)));
+      1, std::min<int64_t>(group_floats / (NR * kc_max), (n_panels + 2 * nt - 1) / (2 * nt)));
   const int64_t n_groups = (n_panels + group - 1) / group;
   // all of op(A) packed (block b at b * m_pad * KC) unless that exceeds 16 MiB;
   // then each group repacks its A blocks
