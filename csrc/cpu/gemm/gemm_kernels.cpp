@@ -234,6 +234,10 @@ inline void transpose8x8(const float* const* row, int64_t k, float* dst, int64_t
 }
 #endif
 
+// Source rows the packing loops prefetch ahead of the row they copy (rows a
+// few hundred bytes long and lda apart do not start the hardware prefetchers).
+constexpr int64_t kPackAhead = 6;
+
 // Floats past the packed A block that pack_a may scribble on (its transposing
 // stores run up to 8 - MR floats long).
 constexpr int64_t kASlack = 16;
@@ -241,45 +245,58 @@ constexpr int64_t kASlack = 16;
 // op(A)[i0 + i, k0 + k] for i < mc, k < kc into MR-row micro-panels:
 // dst[(i / MR) * MR * kc + k * MR + i % MR], rows past mc zero.
 void pack_a(const GemmArgs<float>& g, int64_t i0, int64_t k0, int64_t mc, int64_t kc, float* __restrict dst) {
+  if (g.trans_a) {
+    // A stored K x M: row k of the stored matrix holds op(A)(i0.., k)
+    // contiguously.  Walk each such row once, across all the micro-panels;
+    // walking panel by panel would revisit kc rows that lie lda apart (and so
+    // share a handful of L1 sets) once per panel, missing L1 every time.
+    const int64_t full = mc / MR * MR;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* __restrict src = g.A + (k0 + k) * g.lda + i0;
+      if (k + kPackAhead < kc) {  // short rows far apart: prefetch a few rows ahead
+        const float* ahead = src + kPackAhead * g.lda;
+        for (int64_t c = 0; c < mc; c += 16) __builtin_prefetch(ahead + c, 0, 3);
+        __builtin_prefetch(ahead + mc - 1, 0, 3);
+      }
+      for (int64_t ir = 0; ir < full; ir += MR) {
+        float* __restrict d = dst + ir * kc + k * MR;
+        for (int i = 0; i < MR; ++i) d[i] = src[ir + i];
+      }
+      if (full < mc) {
+        float* __restrict d = dst + full * kc + k * MR;
+        const int64_t m = mc - full;
+        for (int i = 0; i < MR; ++i) d[i] = i < m ? src[full + i] : 0.0f;
+      }
+    }
+    return;
+  }
   for (int64_t ir = 0; ir < mc; ir += MR) {
     const int64_t m = std::min<int64_t>(MR, mc - ir);
     float* __restrict d = dst + ir * kc;
-    if (!g.trans_a) {
-      // A stored M x K: row i is contiguous along k
-      const float* rows[MR];
-      for (int i = 0; i < MR; ++i) rows[i] = g.A + (i0 + ir + std::min<int64_t>(i, m - 1)) * g.lda + k0;
+    // A stored M x K: row i is contiguous along k
+    const float* rows[MR];
+    for (int i = 0; i < MR; ++i) rows[i] = g.A + (i0 + ir + std::min<int64_t>(i, m - 1)) * g.lda + k0;
 #if defined(__AVX2__)
-      if (MR <= 8 && m == MR) {
-        // 8 x 8 transposes of rows 0..MR-1 (the last repeated up to 8): each
-        // stored column carries 8 - MR values of garbage past its MR, which
-        // the next column's store (or the next panel, or the buffer's slack)
-        // overwrites, because k and the panels go in increasing order.
-        const float* r8[8];
-        for (int i = 0; i < 8; ++i) r8[i] = rows[std::min(i, MR - 1)];
-        int64_t k = 0;
-        for (; k + 8 <= kc; k += 8) transpose8x8(r8, k, d + k * MR, MR);
-        for (; k < kc; ++k)
-          for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
-        continue;
-      }
+    if (MR <= 8 && m == MR) {
+      // 8 x 8 transposes of rows 0..MR-1 (the last repeated up to 8): each
+      // stored column carries 8 - MR values of garbage past its MR, which
+      // the next column's store (or the next panel, or the buffer's slack)
+      // overwrites, because k and the panels go in increasing order.
+      const float* r8[8];
+      for (int i = 0; i < 8; ++i) r8[i] = rows[std::min(i, MR - 1)];
+      int64_t k = 0;
+      for (; k + 8 <= kc; k += 8) transpose8x8(r8, k, d + k * MR, MR);
+      for (; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
+      continue;
+    }
 #endif
-      if (m == MR) {
-        for (int64_t k = 0; k < kc; ++k)
-          for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
-      } else {
-        for (int64_t k = 0; k < kc; ++k)
-          for (int i = 0; i < MR; ++i) d[k * MR + i] = i < m ? rows[i][k] : 0.0f;
-      }
+    if (m == MR) {
+      for (int64_t k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) d[k * MR + i] = rows[i][k];
     } else {
-      // A stored K x M: op(A)(i, k) = A[k, i], MR contiguous values per k
-      const float* src = g.A + k0 * g.lda + i0 + ir;
-      if (m == MR) {
-        for (int64_t k = 0; k < kc; ++k)
-          for (int i = 0; i < MR; ++i) d[k * MR + i] = src[k * g.lda + i];
-      } else {
-        for (int64_t k = 0; k < kc; ++k)
-          for (int i = 0; i < MR; ++i) d[k * MR + i] = i < m ? src[k * g.lda + i] : 0.0f;
-      }
+      for (int64_t k = 0; k < kc; ++k)
+        for (int i = 0; i < MR; ++i) d[k * MR + i] = i < m ? rows[i][k] : 0.0f;
     }
   }
 }
@@ -289,9 +306,6 @@ void pack_a(const GemmArgs<float>& g, int64_t i0, int64_t k0, int64_t mc, int64_
 // the panels a packing loop writes side by side (and the rows it reads) do not
 // all map to the same L1 sets (NR * kc * 4 B is a multiple of 4 KiB).
 inline int64_t b_panel_stride(int64_t kc) { return NR * kc + 16; }
-
-// Source rows of B the packing loop prefetches ahead of the row it copies.
-constexpr int64_t kPackAhead = 6;
 
 // op(B)[k0 + k, j0 + j] for k < kc, micro-panels p in [p_lo, p_hi) of the
 // NC block starting at j0 (nc columns): dst[p * b_panel_stride(kc) + k * NR + j % NR].
