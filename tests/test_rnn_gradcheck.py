@@ -4,26 +4,13 @@ import numpy as np
 import pytest
 
 from fusedlearn import nn
+from test_nn_gradcheck import _numgrad, _sample
 
-EPS = 1e-6
 T, B, I, H = 4, 3, 3, 4
 
 
 def _num(f, arr, idx):
-    old = arr[idx]
-    arr[idx] = old + EPS
-    fp = f()
-    arr[idx] = old - EPS
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * EPS)
-
-
-def _sample(shape, rng, k=10):
-    idx = list(np.ndindex(*shape))
-    if len(idx) > k:
-        idx = [idx[i] for i in rng.choice(len(idx), k, replace=False)]
-    return idx
+    return _numgrad(f, arr, [idx])[0]
 
 
 def check(m, lengths=None, with_hx=True, tol=1e-6):
@@ -53,17 +40,17 @@ def check(m, lengths=None, with_hx=True, tol=1e-6):
     fwd()
     m.zero_grad()
     gx = m.backward(r, (rh, rc) if lstm else rh)
-    for idx in _sample(x.shape, rng):
+    for idx in _sample(x.shape, rng, 10):
         np.testing.assert_allclose(gx[idx], _num(fwd, x, idx), rtol=tol, atol=tol)
     for name, p in m.named_parameters():
-        for idx in _sample(p.shape, rng):
+        for idx in _sample(p.shape, rng, 10):
             np.testing.assert_allclose(p.grad[idx], _num(fwd, p.data, idx), rtol=tol, atol=tol, err_msg=name)
     if with_hx:
         gh = m.grad_hx[0] if lstm else m.grad_hx
-        for idx in _sample(h0.shape, rng):
+        for idx in _sample(h0.shape, rng, 10):
             np.testing.assert_allclose(gh[idx], _num(fwd, h0, idx), rtol=tol, atol=tol, err_msg="h0")
         if lstm:
-            for idx in _sample(c0.shape, rng):
+            for idx in _sample(c0.shape, rng, 10):
                 np.testing.assert_allclose(m.grad_hx[1][idx], _num(fwd, c0, idx), rtol=tol, atol=tol, err_msg="c0")
 
 
