@@ -246,3 +246,33 @@ def test_dropout_reproducible_and_training_only():
     e1 = a(x)[0]
     c = nn.GRU(4, 6, num_layers=2, dropout=0.0, generator=7)
     np.testing.assert_allclose(e1, c(x)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_cho"])
+def test_threaded_cell_matches_one_thread(kind):
+    """B*H above the cell's parallel threshold, H not a multiple of the 16-column split."""
+    rng = np.random.default_rng(4)
+    T_, B_, I_, H_ = 3, 64, 5, 130
+    if kind == "lstm":
+        m = nn.LSTM(I_, H_, peephole=True, generator=1)
+    else:
+        m = nn.GRU(I_, H_, reset_after=kind == "gru", generator=1)
+    x = _r(rng, T_, B_, I_)
+    go = _r(rng, T_, B_, H_)
+    lengths = rng.integers(1, T_ + 1, B_)
+    before = fl.get_num_threads()
+    res = []
+    try:
+        for n in (1, 2):
+            fl.set_num_threads(n)
+            m.zero_grad()
+            out, _ = m(x, lengths=lengths)
+            gx = m.backward(go)
+            res.append((out, gx, [p.grad.copy() for p in m.parameters()]))
+    finally:
+        fl.set_num_threads(before)
+    (o1, g1, p1), (o2, g2, p2) = res
+    np.testing.assert_allclose(o2, o1, atol=1e-6)
+    np.testing.assert_allclose(g2, g1, atol=1e-5)
+    for a, b in zip(p2, p1):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
