@@ -53,6 +53,7 @@ import numpy as np
 
 from ..functional import rnn as FR
 from . import init
+from .layers import Dropout
 from .module import Module, as_float_input
 from .parameter import Parameter
 
@@ -105,7 +106,9 @@ class _RNNBase(Module):
                         setattr(self, f"weight_{gate}" + sfx, Parameter(np.empty(H, dtype)))
         gen = init._rng(generator)
         self.reset_parameters(gen)
-        self._rng = np.random.default_rng(int(gen.integers(0, 2 ** 63 - 1)))
+        # the inter-layer dropout: nn.Dropout's masks and generator, kept out of the module
+        # tree so the structure (and state dict) stays torch's
+        object.__setattr__(self, "_drop", Dropout(self.dropout, seed=int(gen.integers(0, 2 ** 63 - 1))))
         self._ctx = None
         self.grad_hx = None
 
@@ -122,13 +125,13 @@ class _RNNBase(Module):
 
     def manual_seed(self, seed) -> None:
         """Reseed the generator of the inter-layer dropout masks."""
-        self._rng = np.random.default_rng(seed)
+        self._drop.manual_seed(seed)
 
     def get_rng_state(self) -> dict:
-        return self._rng.bit_generator.state
+        return self._drop.get_rng_state()
 
     def set_rng_state(self, state: dict) -> None:
-        self._rng.bit_generator.state = state
+        self._drop.set_rng_state(state)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -229,12 +232,9 @@ class _RNNBase(Module):
                 y += inp
             mask = None
             if layer < L - 1 and self.training and self.dropout > 0.0:
-                if self.dropout >= 1.0:
-                    mask = np.zeros(y.shape, dtype)
-                else:
-                    keep = self._rng.random(y.shape) >= self.dropout
-                    mask = keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.dropout))
-                y = y * mask
+                self._drop.train(True)
+                y = self._drop.forward(y)
+                mask = self._drop._mask
             masks.append(mask)
             inp = y
         self._ctx = dict(caches=caches, masks=masks, T=T, B=B, had_hx=had_hx, dtype=dtype)
