@@ -11,9 +11,11 @@ from .activation import ReLU, Sigmoid, Tanh
 from .layers import Dropout, Flatten, Identity
 from .container import Residual, Sequential
 from .loss import CrossEntropyLoss, MSELoss
+from .rnn import GRU, LSTM
 from . import init
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "Flatten", "Identity", "Sequential", "Residual", "CrossEntropyLoss", "MSELoss", "init",
 ]
+__all__ += ["LSTM", "GRU"]
