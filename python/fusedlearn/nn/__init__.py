@@ -12,8 +12,11 @@ from .layers import Dropout, Flatten, Identity
 from .container import Residual, Sequential
 from .loss import CrossEntropyLoss, MSELoss
 from . import init
+from .embedding import Embedding
+from .loss import SequenceCrossEntropyLoss
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "Flatten", "Identity", "Sequential", "Residual", "CrossEntropyLoss", "MSELoss", "init",
 ]
+__all__ += ["Embedding", "SequenceCrossEntropyLoss"]
