@@ -14,9 +14,10 @@ from .loss import CrossEntropyLoss, MSELoss
 from . import init
 from .embedding import Embedding
 from .loss import SequenceCrossEntropyLoss
+from .sequence import SequenceModel
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "Flatten", "Identity", "Sequential", "Residual", "CrossEntropyLoss", "MSELoss", "init",
 ]
-__all__ += ["Embedding", "SequenceCrossEntropyLoss"]
+__all__ += ["Embedding", "SequenceCrossEntropyLoss", "SequenceModel"]
