@@ -119,9 +119,10 @@ class GRUSpectralConstraint:
        runs whenever step 1 cannot certify).
     3. *Project*: a full SVD (float64); singular values above the bound are
        clipped (``W -= sum_i (sigma_i - c) u_i v_i^T`` over those above ``c``,
-       which leaves the rest of W bit-for-bit when nothing exceeds).  ``c`` is
-       ``2 - delta`` lowered by a few ulps of the parameter's dtype, so rounding
-       the result to float32 cannot push it back above ``2 - delta``.
+       which leaves W bit-for-bit when nothing exceeds).  ``c`` is ``2 - delta``
+       lowered by ``max(8 ulp of the parameter's dtype, 1e-12)`` relative, so
+       rounding the result (to float32, or in the float64 reconstruction)
+       cannot push it back above ``2 - delta``.
 
     The first check of each matrix runs the SVD (a cold power iteration is
     unreliable), which also seeds the warm start.
@@ -242,8 +243,9 @@ class GRUSpectralConstraint:
     def _project(self, t: _Target, w: np.ndarray, wd: np.ndarray) -> bool:
         self.svds += 1
         u, s, vt = np.linalg.svd(wd)
-        # Clip a few ulps below the threshold so the cast back to w's dtype stays <= 2 - delta.
-        c = self.threshold * (1.0 - 8.0 * float(np.finfo(w.dtype).eps))
+        # Clip slightly below the threshold so that neither the cast back to w's dtype nor the
+        # rounding of the reconstruction pushes it back above 2 - delta.
+        c = self.threshold * (1.0 - max(8.0 * float(np.finfo(w.dtype).eps), 1e-12))
         over = s > c
         t.v = vt[0].copy()
         changed = bool(over.any())
