@@ -5,6 +5,7 @@
 #include <cstdint>
 #include "cpu/gemm/gemm_args.h"
 #include "cpu/optim/optim_hyper.h"
+#include "cpu/rnn/rnn_args.h"
 
 namespace fl {
 
@@ -44,6 +45,14 @@ struct CpuKernels {
   MapKernel clamp[2];               // x = min(max(x, a), b)
   SgemmKernel sgemm;                // BLIS-style packed GEMM, fused epilogue (cpu/gemm)
   DgemmKernel dgemm;                // float64 reference GEMM, same interface
+  // recurrent layers (cpu/rnn): one fused cell phase over B rows, and one
+  // layer-direction over a whole sequence (forward / backward)
+  void (*rnn_cell_f32)(const RnnCellArgs<float>&);
+  void (*rnn_cell_f64)(const RnnCellArgs<double>&);
+  void (*rnn_forward_f32)(const RnnSeqArgs<float>&);
+  void (*rnn_forward_f64)(const RnnSeqArgs<double>&);
+  void (*rnn_backward_f32)(const RnnSeqArgs<float>&);
+  void (*rnn_backward_f64)(const RnnSeqArgs<double>&);
 };
 
 // Threads kernels may use (fl::set_num_threads; defaults to OpenMP's maximum).

@@ -32,5 +32,12 @@ void clamp(DType dtype, const FlatList& list, double lo, double hi, int device);
 void gemm_f32(const GemmArgs<float>& args, int device);
 void gemm_f64(const GemmArgs<double>& args, int device);
 
+// One recurrent layer-direction over a sequence (cpu/rnn/rnn_args.h, the same
+// driver as the CPU's): the fused cell kernels of cuda/rnn plus gemm_f32 for
+// the products.  Device pointers, except `lengths`, which is on the host.
+// Synchronous.
+void rnn_forward_f32(const RnnSeqArgs<float>& args, int device);
+void rnn_backward_f32(const RnnSeqArgs<float>& args, int device);
+
 }  // namespace cuda
 }  // namespace fl

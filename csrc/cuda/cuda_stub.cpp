@@ -21,5 +21,7 @@ void scale(DType, const FlatList&, double, int) { fail(); }
 void clamp(DType, const FlatList&, double, double, int) { fail(); }
 void gemm_f32(const GemmArgs<float>&, int) { fail(); }
 void gemm_f64(const GemmArgs<double>&, int) { fail(); }
+void rnn_forward_f32(const RnnSeqArgs<float>&, int) { fail(); }
+void rnn_backward_f32(const RnnSeqArgs<float>&, int) { fail(); }
 }  // namespace cuda
 }  // namespace fl

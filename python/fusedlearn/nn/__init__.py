@@ -11,6 +11,7 @@ from .activation import ReLU, Sigmoid, Tanh
 from .layers import Dropout, Flatten, Identity
 from .container import Residual, Sequential
 from .loss import CrossEntropyLoss, MSELoss
+from .rnn import GRU, LSTM
 from . import init
 from .embedding import Embedding
 from .loss import SequenceCrossEntropyLoss
@@ -20,4 +21,5 @@ __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "Flatten", "Identity", "Sequential", "Residual", "CrossEntropyLoss", "MSELoss", "init",
 ]
+__all__ += ["LSTM", "GRU"]
 __all__ += ["Embedding", "SequenceCrossEntropyLoss", "SequenceModel"]

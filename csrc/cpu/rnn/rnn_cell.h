@@ -1,0 +1,262 @@
+// The LSTM and GRU cell arithmetic, written once.
+//
+// Everything here is templated on an "Ops" type (ScalarOps<float|double>,
+// the per-ISA SimdOps, or the same ScalarOps on a CUDA thread) that gives the
+// value type V and load / store / set1.  The scalar, AVX2, AVX-512 and CUDA
+// builds all instantiate these functions (see cpu/rnn/rnn_kernels.cpp and
+// cuda/rnn/rnn_cuda.cu).
+//
+// Equations (algorithms.md section 8; torch's gate order):
+//   LSTM (Greff et al., optional peepholes p_i, p_f, p_o; without them p = 0)
+//     i = s(a_i + p_i c_{t-1})  f = s(a_f + p_f c_{t-1})  g = tanh(a_g)
+//     c_t = f c_{t-1} + i g     o = s(a_o + p_o c_t)       h_t = o tanh(c_t)
+//   GRU, reset after (torch / cuDNN): q = W_hn h + b_hn
+//     r = s(a_r)  z = s(a_z)  n = tanh(x_n + r q)  h_t = (1-z) n + z h_{t-1}
+//   GRU, Cho et al. (reset before):
+//     r = s(a_r)  z = s(a_z)  n = tanh(x_n + U_n (r h_{t-1}) + b_n)  h_t = same
+// where a_* is the sum of both matrix products and both biases.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "core/macros.h"
+#include "cpu/rnn/rnn_args.h"
+#include "cpu/vec.h"
+
+namespace fl {
+namespace FL_ISA_NS {
+
+// ---- exp, sigmoid, tanh on every value type -----------------------------------------
+// float: e^x by range reduction (x = n ln2 + r, |r| <= ln2/2) and a degree-6
+// polynomial (relative error ~2e-7), the same on every float path so all ISA
+// builds agree to rounding; double: libm (the reference precision).
+namespace rnnmath {
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kP[6] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                         1.6666665459e-1f, 5.0000001201e-1f, 1.0f};
+}  // namespace rnnmath
+
+#if defined(__CUDACC__)
+FL_HD float rnn_exp(float x) { return expf(x); }
+FL_HD double rnn_exp(double x) { return exp(x); }
+FL_HD double rnn_tanh(double x) { return tanh(x); }
+#else
+FL_HD float rnn_exp(float x) {
+  using namespace rnnmath;
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = std::floor(x * kLog2e + 0.5f);
+  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
+  float p = kP[0];
+  for (int k = 1; k < 5; ++k) p = p * r + kP[k];
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float s;
+  std::memcpy(&s, &bits, sizeof s);
+  return p * s;
+}
+FL_HD double rnn_exp(double x) { return std::exp(x); }
+FL_HD double rnn_tanh(double x) { return std::tanh(x); }
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__) && !defined(__CUDACC__)
+FL_HD V8 rnn_exp(V8 xv) {
+  using namespace rnnmath;
+  __m256 x = _mm256_min_ps(_mm256_max_ps(xv.v, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP[0]);
+  for (int k = 1; k < 5; ++k) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP[k]));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+FL_HD V16 rnn_exp(V16 xv) {
+  using namespace rnnmath;
+  __m512 x = _mm512_min_ps(_mm512_max_ps(xv.v, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), _mm512_set1_ps(0.5f)),
+                                        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kP[0]);
+  for (int k = 1; k < 5; ++k) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP[k]));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+#endif
+
+// s(x) = 1 / (1 + e^-x);  tanh(x) = 2 s(2x) - 1 (absolute error ~1e-7 in float)
+template <class V> FL_HD V rnn_sigmoid(V x) { return V(1.0f) / (V(1.0f) + rnn_exp(-x)); }
+template <> FL_HD double rnn_sigmoid<double>(double x) { return 1.0 / (1.0 + rnn_exp(-x)); }
+template <class V> FL_HD V rnn_tanh(V x) { return V(2.0f) / (V(1.0f) + rnn_exp(x * V(-2.0f))) - V(1.0f); }
+
+// ---- one step, columns [j, j + Ops::width) of every row ------------------------------------
+template <class Ops, RnnPhase P, class T>
+FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j) {
+  using V = typename Ops::V;
+  const int64_t H = a.H;
+  const V zero = Ops::set1(0.0), one = Ops::set1(1.0);
+  // per-column accumulators of the bias / peephole gradients (over the rows)
+  V acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero, acc4 = zero, acc5 = zero, acc6 = zero;
+  V p_i = zero, p_f = zero, p_o = zero;
+  if ((P == RnnPhase::lstm_fwd || P == RnnPhase::lstm_bwd) && a.peep) {
+    p_i = Ops::load(a.peep + j);
+    p_f = Ops::load(a.peep + H + j);
+    p_o = Ops::load(a.peep + 2 * H + j);
+  }
+  for (int64_t b = 0; b < a.B; ++b) {
+    const bool active = a.lengths == nullptr || a.t < a.lengths[b];
+    T* g = a.gates + b * a.ldg + j;
+    const int64_t hj = b * H + j;
+    if (P == RnnPhase::lstm_fwd) {
+      const V cp = Ops::load(a.c_prev + hj);
+      if (!active) {
+        Ops::store(a.c + hj, cp);
+        Ops::store(a.h + hj, Ops::load(a.h_prev + hj));
+        if (a.y) Ops::store(a.y + b * a.ldy + j, zero);
+        continue;
+      }
+      const V i = rnn_sigmoid(Ops::load(g) + p_i * cp);
+      const V f = rnn_sigmoid(Ops::load(g + H) + p_f * cp);
+      const V gg = rnn_tanh(Ops::load(g + 2 * H));
+      const V c = f * cp + i * gg;
+      const V o = rnn_sigmoid(Ops::load(g + 3 * H) + p_o * c);
+      const V h = o * rnn_tanh(c);
+      Ops::store(g, i);
+      Ops::store(g + H, f);
+      Ops::store(g + 2 * H, gg);
+      Ops::store(g + 3 * H, o);
+      Ops::store(a.c + hj, c);
+      Ops::store(a.h + hj, h);
+      if (a.y) Ops::store(a.y + b * a.ldy + j, h);
+    } else if (P == RnnPhase::lstm_bwd) {
+      V dh = Ops::load(a.dh + hj);
+      if (!active) {  // state carried: gradients pass through, no gate gradient
+        for (int k = 0; k < 4; ++k) Ops::store(g + k * H, zero);
+        continue;
+      }
+      if (a.dy) dh = dh + Ops::load(a.dy + b * a.lddy + j);
+      const V i = Ops::load(g), f = Ops::load(g + H), gg = Ops::load(g + 2 * H), o = Ops::load(g + 3 * H);
+      const V cp = Ops::load(a.c_prev + hj), c = Ops::load(a.c + hj);
+      const V tc = rnn_tanh(c);
+      const V d_o = dh * tc * o * (one - o);
+      const V dc = Ops::load(a.dc + hj) + dh * o * (one - tc * tc) + p_o * d_o;
+      const V d_f = dc * cp * f * (one - f);
+      const V d_i = dc * gg * i * (one - i);
+      const V d_g = dc * i * (one - gg * gg);
+      Ops::store(a.dc + hj, dc * f + p_i * d_i + p_f * d_f);
+      Ops::store(a.dh + hj, zero);
+      Ops::store(g, d_i);
+      Ops::store(g + H, d_f);
+      Ops::store(g + 2 * H, d_g);
+      Ops::store(g + 3 * H, d_o);
+      acc0 = acc0 + d_i; acc1 = acc1 + d_f; acc2 = acc2 + d_g; acc3 = acc3 + d_o;
+      acc4 = acc4 + cp * d_i; acc5 = acc5 + cp * d_f; acc6 = acc6 + c * d_o;
+    } else if (P == RnnPhase::gru_fwd) {
+      const V hp = Ops::load(a.h_prev + hj);
+      if (!active) {
+        Ops::store(a.h + hj, hp);
+        if (a.y) Ops::store(a.y + b * a.ldy + j, zero);
+        continue;
+      }
+      const T* gh = a.gh + b * a.ldgh + j;
+      const V r = rnn_sigmoid(Ops::load(g) + Ops::load(gh));
+      const V z = rnn_sigmoid(Ops::load(g + H) + Ops::load(gh + H));
+      const V q = Ops::load(gh + 2 * H);
+      const V n = rnn_tanh(Ops::load(g + 2 * H) + r * q);
+      const V h = n + z * (hp - n);
+      Ops::store(g, r);
+      Ops::store(g + H, z);
+      Ops::store(g + 2 * H, n);
+      Ops::store(a.aux + hj, q);
+      Ops::store(a.h + hj, h);
+      if (a.y) Ops::store(a.y + b * a.ldy + j, h);
+    } else if (P == RnnPhase::gru_bwd) {
+      V dh = Ops::load(a.dh + hj);
+      if (!active) {
+        for (int k = 0; k < 3; ++k) Ops::store(g + k * H, zero);
+        Ops::store(a.aux + hj, zero);
+        continue;
+      }
+      if (a.dy) dh = dh + Ops::load(a.dy + b * a.lddy + j);
+      const V r = Ops::load(g), z = Ops::load(g + H), n = Ops::load(g + 2 * H);
+      const V q = Ops::load(a.aux + hj), hp = Ops::load(a.h_prev + hj);
+      const V d_n = dh * (one - z) * (one - n * n);
+      const V d_z = dh * (hp - n) * z * (one - z);
+      const V d_q = d_n * r;
+      const V d_r = d_n * q * r * (one - r);
+      Ops::store(g, d_r);
+      Ops::store(g + H, d_z);
+      Ops::store(g + 2 * H, d_n);
+      Ops::store(a.aux + hj, d_q);
+      Ops::store(a.dh + hj, dh * z);
+      acc0 = acc0 + d_r; acc1 = acc1 + d_z; acc2 = acc2 + d_n; acc3 = acc3 + d_q;
+    } else if (P == RnnPhase::cho_fwd1) {
+      const V r = rnn_sigmoid(Ops::load(g));
+      const V z = rnn_sigmoid(Ops::load(g + H));
+      Ops::store(g, r);
+      Ops::store(g + H, z);
+      Ops::store(a.aux + hj, r * Ops::load(a.h_prev + hj));
+    } else if (P == RnnPhase::cho_fwd2) {
+      const V hp = Ops::load(a.h_prev + hj);
+      if (!active) {
+        Ops::store(a.h + hj, hp);
+        if (a.y) Ops::store(a.y + b * a.ldy + j, zero);
+        continue;
+      }
+      const V z = Ops::load(g + H);
+      const V n = rnn_tanh(Ops::load(g + 2 * H));
+      const V h = n + z * (hp - n);
+      Ops::store(g + 2 * H, n);
+      Ops::store(a.h + hj, h);
+      if (a.y) Ops::store(a.y + b * a.ldy + j, h);
+    } else if (P == RnnPhase::cho_bwd1) {
+      V dh = Ops::load(a.dh + hj);
+      if (!active) {
+        for (int k = 0; k < 3; ++k) Ops::store(g + k * H, zero);
+        continue;
+      }
+      if (a.dy) dh = dh + Ops::load(a.dy + b * a.lddy + j);
+      const V z = Ops::load(g + H), n = Ops::load(g + 2 * H), hp = Ops::load(a.h_prev + hj);
+      const V d_n = dh * (one - z) * (one - n * n);
+      const V d_z = dh * (hp - n) * z * (one - z);
+      Ops::store(g + H, d_z);
+      Ops::store(g + 2 * H, d_n);
+      Ops::store(a.dh + hj, dh * z);
+      acc1 = acc1 + d_z; acc2 = acc2 + d_n;
+    } else if (P == RnnPhase::cho_bwd2) {
+      if (!active) continue;  // gates already zero, dh passes through
+      const V r = Ops::load(g), drh = Ops::load(a.aux + hj), hp = Ops::load(a.h_prev + hj);
+      const V d_r = drh * hp * r * (one - r);
+      Ops::store(g, d_r);
+      Ops::store(a.dh + hj, Ops::load(a.dh + hj) + drh * r);
+      acc0 = acc0 + d_r;
+    }
+  }
+  // fold the column sums into the (accumulated) bias / peephole gradients
+  auto add = [&](T* base, int64_t off, V v) {
+    if (base) Ops::store(base + off + j, Ops::load(base + off + j) + v);
+  };
+  if (P == RnnPhase::lstm_bwd) {
+    add(a.db_ih, 0, acc0); add(a.db_ih, H, acc1); add(a.db_ih, 2 * H, acc2); add(a.db_ih, 3 * H, acc3);
+    add(a.db_hh, 0, acc0); add(a.db_hh, H, acc1); add(a.db_hh, 2 * H, acc2); add(a.db_hh, 3 * H, acc3);
+    add(a.dpeep, 0, acc4); add(a.dpeep, H, acc5); add(a.dpeep, 2 * H, acc6);
+  } else if (P == RnnPhase::gru_bwd) {
+    add(a.db_ih, 0, acc0); add(a.db_ih, H, acc1); add(a.db_ih, 2 * H, acc2);
+    add(a.db_hh, 0, acc0); add(a.db_hh, H, acc1); add(a.db_hh, 2 * H, acc3);
+  } else if (P == RnnPhase::cho_bwd1) {
+    add(a.db_ih, H, acc1); add(a.db_ih, 2 * H, acc2);
+    add(a.db_hh, H, acc1); add(a.db_hh, 2 * H, acc2);
+  } else if (P == RnnPhase::cho_bwd2) {
+    add(a.db_ih, 0, acc0);
+    add(a.db_hh, 0, acc0);
+  }
+}
+
+}  // namespace FL_ISA_NS
+}  // namespace fl

@@ -1,0 +1,168 @@
+// Sequence-level forward and backward of one recurrent layer in one
+// direction, written once for every backend.  A Backend provides
+//   gemm(const GemmArgs<T>&)       C = alpha op(A) op(B) + beta C + bias (cpu/gemm/gemm_args.h)
+//   cell(const RnnCellArgs<T>&)    one fused cell phase over all rows (cpu/rnn/rnn_cell.h)
+//   copy(T* dst, const T* src, n), zero(T* dst, n)
+// (the CPU build in cpu/rnn/rnn_kernels.cpp, CUDA in cuda/rnn/rnn_cuda.cu).
+//
+// Forward: the input projection of all T steps is one GEMM (gates = X W_ih^T + b_ih,
+// T*B rows); each step adds h_{t-1} W_hh^T + b_hh with one GEMM (two for Cho's GRU,
+// whose candidate product needs r first) and runs the fused cell.
+// Backward (reverse order of the forward): each step runs the fused cell backward,
+// which turns the gate activations into pre-activation gradients in place, then
+// dh_{t-1} += dgates_t W_hh with one GEMM.  After the loop the big GEMMs:
+// dX = dgates W_ih (T*B rows), dW_ih += dgates^T X, dW_hh += dgates^T H_prev; the
+// bias and peephole gradients are summed inside the cell pass.
+#pragma once
+#include <cstdint>
+
+#include "cpu/gemm/gemm_args.h"
+#include "cpu/rnn/rnn_args.h"
+
+namespace fl {
+namespace FL_ISA_NS {
+
+namespace rnn_detail {
+// C[M,N] (+)= op(A) op(B) (+ bias per column)
+template <class T>
+GemmArgs<T> mm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, bool ta, const T* B, int64_t ldb, bool tb,
+               T* C, int64_t ldc, T beta, const T* bias = nullptr) {
+  GemmArgs<T> g;
+  g.M = M; g.N = N; g.K = K;
+  g.A = A; g.lda = lda; g.trans_a = ta;
+  g.B = B; g.ldb = ldb; g.trans_b = tb;
+  g.C = C; g.ldc = ldc;
+  g.alpha = T(1); g.beta = beta;
+  if (bias) { g.bias = bias; g.bias_axis = BiasAxis::per_col; }
+  return g;
+}
+}  // namespace rnn_detail
+
+template <class T, class Backend>
+void rnn_seq_forward(const RnnSeqArgs<T>& a, Backend& be) {
+  using rnn_detail::mm;
+  const int64_t T_ = a.T, B = a.B, H = a.H, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
+  if (T_ <= 0 || B <= 0) return;
+  // initial state into its slot
+  const int64_t first = a.reverse ? T_ : 0, last = a.reverse ? 0 : T_;
+  if (a.h0) be.copy(a.hs + first * BH, a.h0, BH); else be.zero(a.hs + first * BH, BH);
+  if (a.cell == RnnCell::lstm) {
+    if (a.c0) be.copy(a.aux + first * BH, a.c0, BH); else be.zero(a.aux + first * BH, BH);
+  }
+  // input projection of every step: gates = X W_ih^T + b_ih
+  be.gemm(mm<T>(T_ * B, GH, a.I, a.x, a.I, false, a.w_ih, a.I, true, a.gates, GH, T(0), a.b_ih));
+
+  RnnCellArgs<T> c;
+  c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.ldy = a.ldy;
+  for (int64_t s = 0; s < T_; ++s) {
+    const int64_t t = a.reverse ? T_ - 1 - s : s;
+    const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
+    T* g = a.gates + t * B * GH;
+    const T* hp = a.hs + prev * BH;
+    c.t = t; c.gates = g; c.h_prev = hp; c.h = a.hs + cur * BH;
+    c.y = a.y ? a.y + t * B * a.ldy : nullptr;
+    switch (a.cell) {
+      case RnnCell::lstm:
+        be.gemm(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh));
+        c.phase = RnnPhase::lstm_fwd;
+        c.c_prev = a.aux + prev * BH;
+        c.c = a.aux + cur * BH;
+        be.cell(c);
+        break;
+      case RnnCell::gru:
+        be.gemm(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, a.work, GH, T(0), a.b_hh));
+        c.phase = RnnPhase::gru_fwd;
+        c.gh = a.work; c.ldgh = GH;
+        c.aux = a.aux + t * BH;
+        be.cell(c);
+        break;
+      case RnnCell::gru_cho:
+        be.gemm(mm<T>(B, 2 * H, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh));
+        c.phase = RnnPhase::cho_fwd1;
+        c.aux = a.aux + t * BH;
+        be.cell(c);
+        be.gemm(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, true, g + 2 * H, GH, T(1),
+                      a.b_hh ? a.b_hh + 2 * H : nullptr));
+        c.phase = RnnPhase::cho_fwd2;
+        be.cell(c);
+        break;
+    }
+  }
+  if (a.h_n) be.copy(a.h_n, a.hs + last * BH, BH);
+  if (a.cell == RnnCell::lstm && a.c_n) be.copy(a.c_n, a.aux + last * BH, BH);
+}
+
+// Needs the buffers of the matching forward (gates, hs, aux), which it consumes
+// (gates and, for the torch GRU, aux are overwritten with gradients).
+template <class T, class Backend>
+void rnn_seq_backward(const RnnSeqArgs<T>& a, Backend& be) {
+  using rnn_detail::mm;
+  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
+  const bool lstm = a.cell == RnnCell::lstm;
+  if (B <= 0) return;
+  // running state gradients live in dh0 / dc0
+  if (a.dh_n) be.copy(a.dh0, a.dh_n, BH); else be.zero(a.dh0, BH);
+  if (lstm) {
+    if (a.dc_n) be.copy(a.dc0, a.dc_n, BH); else be.zero(a.dc0, BH);
+  }
+  if (T_ <= 0) return;
+  RnnCellArgs<T> c;
+  c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.lddy = a.lddy;
+  c.dh = a.dh0; c.dc = a.dc0; c.db_ih = a.db_ih; c.db_hh = a.db_hh; c.dpeep = a.dpeep;
+  for (int64_t s = T_ - 1; s >= 0; --s) {
+    const int64_t t = a.reverse ? T_ - 1 - s : s;
+    const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
+    T* g = a.gates + t * B * GH;
+    c.t = t; c.gates = g; c.h_prev = a.hs + prev * BH;
+    c.dy = a.dy ? a.dy + t * B * a.lddy : nullptr;
+    switch (a.cell) {
+      case RnnCell::lstm:
+        c.phase = RnnPhase::lstm_bwd;
+        c.c_prev = a.aux + prev * BH;
+        c.c = a.aux + cur * BH;
+        be.cell(c);
+        be.gemm(mm<T>(B, H, GH, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)));
+        break;
+      case RnnCell::gru:
+        c.phase = RnnPhase::gru_bwd;
+        c.aux = a.aux + t * BH;
+        be.cell(c);
+        be.gemm(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)));
+        be.gemm(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, false, a.dh0, H, T(1)));
+        break;
+      case RnnCell::gru_cho:
+        c.phase = RnnPhase::cho_bwd1;
+        be.cell(c);
+        // d(r h) = dA_n U_n
+        be.gemm(mm<T>(B, H, H, g + 2 * H, GH, false, a.w_hh + 2 * H * H, H, false, a.work, H, T(0)));
+        c.phase = RnnPhase::cho_bwd2;
+        c.aux = a.work;
+        be.cell(c);
+        be.gemm(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)));
+        break;
+    }
+  }
+  const int64_t TB = T_ * B;
+  const T* hprev = a.hs + (a.reverse ? BH : 0);  // the states that multiplied W_hh, in time order
+  // dX = dgates W_ih
+  if (I > 0) be.gemm(mm<T>(TB, I, GH, a.gates, GH, false, a.w_ih, I, false, a.dx, I, T(a.dx_accumulate ? 1 : 0)));
+  // dW_ih += dgates^T X
+  be.gemm(mm<T>(GH, I, TB, a.gates, GH, true, a.x, I, false, a.dw_ih, I, T(1)));
+  // dW_hh += dgates_h^T H_prev
+  switch (a.cell) {
+    case RnnCell::lstm:
+      be.gemm(mm<T>(GH, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, T(1)));
+      break;
+    case RnnCell::gru:  // rows r, z from the gate gradients, n from dq
+      be.gemm(mm<T>(2 * H, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, T(1)));
+      be.gemm(mm<T>(H, H, TB, a.aux, H, true, hprev, H, false, a.dw_hh + 2 * H * H, H, T(1)));
+      break;
+    case RnnCell::gru_cho:  // the candidate's product multiplied r * h_prev
+      be.gemm(mm<T>(2 * H, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, T(1)));
+      be.gemm(mm<T>(H, H, TB, a.gates + 2 * H, GH, true, a.aux, H, false, a.dw_hh + 2 * H * H, H, T(1)));
+      break;
+  }
+}
+
+}  // namespace FL_ISA_NS
+}  // namespace fl
