@@ -221,3 +221,58 @@ def test_bad_inputs():
         fl.nn.SequenceModel(object())
     with pytest.raises(RuntimeError, match="before forward"):
         _lm().backward(np.zeros((2, B, V)))
+
+
+# ---- with the fused layers ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["GRU", "LSTM"])
+def test_tbptt_with_fused_layers(cell):
+    layer = getattr(fl.nn, cell)(E, H, num_layers=2, generator=7)
+    model = _lm(seed=7, rnn=layer)
+    model.float()
+    x, y = _stream(12, seed=7)
+    loss = fl.nn.SequenceCrossEntropyLoss()
+    # k1 = k2 = T is full BPTT (same weights after the update)
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    fl.train.bptt_step(a, loss, fl.optim.SGD(a.parameters(), lr=0.5), x, y)
+    fl.train.train_tbptt(b, loss, fl.optim.SGD(b.parameters(), lr=0.5), x, y, k1=12, k2=12, progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(pa.data, pb.data)
+    # the carried state is the layer's state after the first chunk, (h, c) for the LSTM
+    c = copy.deepcopy(model)
+    _, ref_state = copy.deepcopy(model)(x[:4])
+    hist, seen = _run_capture(c, x, y, k1=4, k2=4)
+    first, second = seen[0]["state_out"], seen[1]["state_in"]
+    flat = (lambda s: s if isinstance(s, tuple) else (s,))
+    assert len(flat(second)) == (2 if cell == "LSTM" else 1)
+    for s1, s2, r in zip(flat(first), flat(second), flat(ref_state)):
+        assert s1.shape == (2, B, H)
+        np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_allclose(s1, r, rtol=1e-6, atol=1e-7)
+    assert hist["updates"] == 3 and np.isfinite(hist["epoch_loss"][0])
+
+
+def test_constraint_on_fused_gru_both_conventions():
+    for reset_after in (True, False):
+        gru = fl.nn.GRU(3, H, num_layers=2, bidirectional=True, reset_after=reset_after, generator=8)
+        for name, p in gru.named_parameters():
+            if name.startswith("weight_hh"):
+                p.data *= 40.0
+        con = fl.optim.GRUSpectralConstraint(gru, delta=0.2)
+        assert len(con.targets) == 4 and con.step() == 4
+        for s in con.sigma_max().values():
+            assert s <= 1.8
+
+
+def test_gru_explosion_example_quick(tmp_path):
+    out = tmp_path / "r.md"
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "gru_explosion.py")
+    if not os.path.isfile("/usr/share/common-licenses/GPL-3"):
+        pytest.skip("the example's text (Debian base-files) is not installed")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__))))
+    r = subprocess.run([sys.executable, script, "--quick", "--jobs", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "| spectral | 1 |" in text and "| none | 30 |" in text
+    assert (tmp_path / "r.png").stat().st_size > 1000
