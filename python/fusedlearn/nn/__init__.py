@@ -13,9 +13,13 @@ from .container import Residual, Sequential
 from .loss import CrossEntropyLoss, MSELoss
 from .rnn import GRU, LSTM
 from . import init
+from .embedding import Embedding
+from .loss import SequenceCrossEntropyLoss
+from .sequence import SequenceModel
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "Flatten", "Identity", "Sequential", "Residual", "CrossEntropyLoss", "MSELoss", "init",
 ]
 __all__ += ["LSTM", "GRU"]
+__all__ += ["Embedding", "SequenceCrossEntropyLoss", "SequenceModel"]

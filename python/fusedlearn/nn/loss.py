@@ -36,9 +36,10 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 class CrossEntropyLoss(_Loss):
     """``torch.nn.CrossEntropyLoss``: log-softmax + negative log-likelihood, fused.
 
-    ``pred``: logits ``[N, C]``.  ``target``: class indices ``[N]`` (integers in
-    ``[0, C)``; ``ignore_index`` entries are skipped) or class probabilities of
-    ``pred``'s shape.  ``weight``: per-class weights ``[C]``.  ``label_smoothing``
+    ``pred``: logits ``[N, C]``, or ``[N, C, d1, ...]`` (classes on axis 1, as in
+    torch; see :class:`SequenceCrossEntropyLoss` for classes last).  ``target``:
+    class indices ``[N]`` / ``[N, d1, ...]`` (integers in ``[0, C)``;
+    ``ignore_index`` entries are skipped) or class probabilities of ``pred``'s shape.  ``weight``: per-class weights ``[C]``.  ``label_smoothing``
     ``eps`` mixes the target with the uniform distribution, as torch defines it::
 
         loss_i = (1 - eps) * w[y_i] * (-log p[i, y_i]) + eps / C * sum_c w[c] * (-log p[i, c])
@@ -66,15 +67,40 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, pred, target):
         z = as_float_input(pred, "CrossEntropyLoss (pred)")
-        if z.ndim != 2:
-            raise ValueError(f"CrossEntropyLoss: pred must be logits of shape (N, C), got {z.shape}")
+        if z.ndim < 2:
+            raise ValueError(f"CrossEntropyLoss: pred must be logits of shape (N, C) or (N, C, d1, ...), got {z.shape}")
+        if z.ndim == 2:
+            return self._reduce(*self._rows(z, target), z)
+        # torch's (N, C, d1, ...) layout: classes on axis 1; the math runs on rows (N*d1*..., C).
+        t = _target_array(target)
+        c = z.shape[1]
+        zr = np.moveaxis(z, 1, -1)
+        if t.dtype.kind == "f":
+            if t.shape != z.shape:
+                raise TypeError(f"CrossEntropyLoss: a floating-point target must hold class probabilities of "
+                                f"pred's shape {z.shape}; got shape {t.shape} (class indices must be integers)")
+            t = np.moveaxis(t, 1, -1).reshape(-1, c)
+        elif t.shape != (z.shape[0], *z.shape[2:]):
+            raise ValueError(f"CrossEntropyLoss: target must have shape {(z.shape[0], *z.shape[2:])} for pred of "
+                             f"shape {z.shape}, got {t.shape}")
+        else:
+            t = t.reshape(-1)
+        value, grad = self._reduce(*self._rows(zr.reshape(-1, c), t), zr)
+        grad = np.moveaxis(grad.reshape(zr.shape), -1, 1)
+        if self.reduction == "none":
+            value = value.reshape(zr.shape[:-1])
+        return value, grad
+
+    def _rows(self, z: np.ndarray, target, row_weight=None) -> tuple:
+        """The math on logits ``z`` ``[n, C]``: ``(per-row losses, gradient of their sum, mean's divisor)``.
+
+        ``row_weight`` ``[n]`` (optional) scales each row's loss; rows of weight 0
+        are left out of the mean as ignored targets are."""
         n, c = z.shape
         w = self.weight
         if w is not None and w.shape[0] != c:
             raise ValueError(f"CrossEntropyLoss: weight has {w.shape[0]} entries but pred has {c} classes")
-        if hasattr(target, "detach") and hasattr(target, "cpu"):
-            target = target.detach().cpu().numpy()
-        t = np.asarray(target)
+        t = _target_array(target)
         eps = self.label_smoothing
         logp = _log_softmax(z)
         p = np.exp(logp)
@@ -87,8 +113,9 @@ class CrossEntropyLoss(_Loss):
                 a = a * (1 - eps) + eps / c
             if w is not None:
                 a = a * w.astype(z.dtype)
-            per = -(a * logp).sum(axis=1)
-            denom = float(n)
+            if row_weight is not None:
+                a *= row_weight[:, None]
+            denom = float(n) if row_weight is None else float(row_weight.sum())
         else:
             if t.dtype.kind not in "iu":
                 raise TypeError(f"CrossEntropyLoss: target must hold integer class indices, got dtype {t.dtype}")
@@ -105,22 +132,81 @@ class CrossEntropyLoss(_Loss):
             rows = np.arange(n)
             wy = np.ones(n, z.dtype) if w is None else w.astype(z.dtype)[tv]
             wy = wy * valid
+            if row_weight is not None:
+                wy = wy * row_weight
             a = np.zeros_like(z)
             a[rows, tv] = (1 - eps) * wy
             if eps:
                 wc = np.full(c, 1.0, z.dtype) if w is None else w.astype(z.dtype)
-                a += (eps / c) * wc[None, :] * valid[:, None].astype(z.dtype)
-            per = -(a * logp).sum(axis=1)
+                rw = valid.astype(z.dtype) if row_weight is None else valid * row_weight
+                a += (eps / c) * wc[None, :] * rw[:, None]
             denom = float(wy.sum())
+        per = -(a * logp).sum(axis=1)
         grad = p * a.sum(axis=1, keepdims=True) - a
+        return per, grad, denom
+
+    def _reduce(self, per: np.ndarray, grad: np.ndarray, denom: float, z: np.ndarray) -> tuple:
         if self.reduction == "none":
             return per, grad
         total = per.sum()
         if self.reduction == "sum":
             return float(total), grad
         if denom == 0.0:  # every target ignored (torch returns nan)
-            return float("nan"), np.zeros_like(z)
+            return float("nan"), np.zeros_like(grad)
         return float(total / denom), grad / z.dtype.type(denom)
+
+
+def _target_array(target) -> np.ndarray:
+    if hasattr(target, "detach") and hasattr(target, "cpu"):
+        target = target.detach().cpu().numpy()
+    return np.asarray(target)
+
+
+class SequenceCrossEntropyLoss(CrossEntropyLoss):
+    """Per-timestep cross-entropy for sequence outputs with the classes LAST.
+
+    ``loss_fn(pred, target, mask=None)``: ``pred`` logits ``[..., C]`` (e.g.
+    ``[T, B, C]`` from a recurrent model), ``target`` class indices ``[...]``
+    (or probabilities of ``pred``'s shape), ``mask`` (optional, ``[...]``) is 1
+    for real steps and 0 for padding (a float mask weights the steps).  The
+    result equals ``CrossEntropyLoss`` on ``pred.reshape(-1, C)`` with each
+    row's loss multiplied by its mask value and the mean taken over the mask
+    (times the class weights), so a padded step counts as an ignored target.
+    ``ignore_index``, ``weight``, ``label_smoothing`` and ``reduction`` are as
+    in ``CrossEntropyLoss`` (``'none'`` returns losses of shape ``[...]``).
+    The same code computes both losses.
+    """
+
+    def forward(self, pred, target, mask=None):
+        z = as_float_input(pred, "SequenceCrossEntropyLoss (pred)")
+        if z.ndim < 1:
+            raise ValueError("SequenceCrossEntropyLoss: pred must have a class axis (last)")
+        c = z.shape[-1]
+        lead = z.shape[:-1]
+        t = _target_array(target)
+        if t.dtype.kind == "f":
+            if t.shape != z.shape:
+                raise TypeError(f"SequenceCrossEntropyLoss: a floating-point target must hold class "
+                                f"probabilities of pred's shape {z.shape}; got shape {t.shape}")
+            t = t.reshape(-1, c)
+        elif t.shape != lead:
+            raise ValueError(f"SequenceCrossEntropyLoss: target must have shape {lead} for pred of shape "
+                             f"{z.shape}, got {t.shape}")
+        else:
+            t = t.reshape(-1)
+        rw = None
+        if mask is not None:
+            m = _target_array(mask)
+            if m.shape != lead:
+                raise ValueError(f"SequenceCrossEntropyLoss: mask must have shape {lead}, got {m.shape}")
+            if m.dtype.kind not in "biuf":
+                raise TypeError(f"SequenceCrossEntropyLoss: mask must be boolean or numeric, got {m.dtype}")
+            rw = m.reshape(-1).astype(z.dtype)
+        value, grad = self._reduce(*self._rows(z.reshape(-1, c), t, rw), z)
+        grad = grad.reshape(z.shape)
+        if self.reduction == "none":
+            value = value.reshape(lead)
+        return value, grad
 
 
 class MSELoss(_Loss):

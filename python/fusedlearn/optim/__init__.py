@@ -19,6 +19,7 @@ from .schedules import (
     CosineAnnealingLR, ExponentialLR, InverseTimeLR, LRScheduler, ReduceLROnPlateau, StepLR,
 )
 from . import schedules
+from .constraints import GRUSpectralConstraint
 
 __all__ = [
     "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "AccSGD", "SDProp",
@@ -26,3 +27,4 @@ __all__ = [
     "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau", "InverseTimeLR",
     "schedules",
 ]
+__all__ += ["GRUSpectralConstraint"]
