@@ -6,7 +6,9 @@ same inputs, float32, medians of repeated runs, at 1 and 2 threads
 (fl.set_num_threads + torch.set_num_threads).  ratio = torch time / ours
 (> 1: we are faster).
 
-    PYTHONPATH=python python3 bench/bench_rnn.py [--repeats 7] [--quick]
+    PYTHONPATH=python python3 bench/bench_rnn.py [--repeats 7] [--quick] [--threads 1,2] [--clock wall|cpu]
+
+Ours and torch's calls alternate (round-robin) within each repetition.
 """
 from __future__ import annotations
 
@@ -23,14 +25,21 @@ from fusedlearn import nn
 SHAPES = [(100, 64, 256, 512), (35, 20, 650, 650), (50, 32, 128, 128)]
 
 
-def median_time(fn, repeats):
-    fn()  # warm-up (allocations, packing buffers, thread pools)
-    ts = []
+CLOCK = time.perf_counter
+
+
+def median_times(fns, repeats):
+    """Medians over `repeats` rounds; each round runs every fn once, in turn
+    (round-robin), so a noisy neighbour hits ours and torch's alike."""
+    for fn in fns:
+        fn()  # warm-up (allocations, packing buffers, thread pools)
+    ts = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for i, fn in enumerate(fns):
+            t0 = CLOCK()
+            fn()
+            ts[i].append(CLOCK() - t0)
+    return tuple(statistics.median(t) for t in ts)
 
 
 def bench_one(kind, T, B, I, H, repeats):
@@ -62,8 +71,8 @@ def bench_one(kind, T, B, I, H, repeats):
         out.backward(got)
 
     return {
-        "fwd": (median_time(ours_fwd, repeats), median_time(torch_fwd, repeats)),
-        "fwd+bwd": (median_time(ours_fb, repeats), median_time(torch_fb, repeats)),
+        "fwd": median_times([ours_fwd, torch_fwd], repeats),
+        "fwd+bwd": median_times([ours_fb, torch_fb], repeats),
     }
 
 
@@ -71,12 +80,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="one shape, 3 repeats")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: this thread's CPU time (time.thread_time), robust to other processes on a "
+                         "shared machine; meaningful at 1 thread only")
     args = ap.parse_args()
+    global CLOCK
+    if args.clock == "cpu":
+        CLOCK = time.thread_time
     shapes = SHAPES[-1:] if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats
     print(f"fusedlearn ISA {fl.get_isa()}, torch {torch.__version__}; medians of {repeats} runs, ms")
     print(f"{'cell':5} {'(T, B, I, H)':>20} {'thr':>3} {'pass':>8} {'ours':>9} {'torch':>9} {'ratio':>6}")
-    for threads in (1, 2):
+    for threads in [int(t) for t in args.threads.split(",")]:
         fl.set_num_threads(threads)
         torch.set_num_threads(threads)
         for kind in ("LSTM", "GRU"):
