@@ -110,7 +110,8 @@ void need(bool ok, const std::string& msg) {
 }
 
 int64_t conv_out(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
-  return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
+  return span < 0 ? 0 : span / stride + 1;  // (C++ division truncates toward zero)
 }
 
 // x [N, C, H, W], w [K, C/groups, R, S] -> ConvShape (checked).
@@ -234,6 +235,7 @@ void conv2d_backward(py::object x_o, py::object w_o, py::object dy_o, py::object
 // ---- pooling ------------------------------------------------------------------------------
 int64_t pool_out(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil, bool ceil_mode) {
   const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
+  if (span < 0) return 0;
   int64_t o = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
   // torch: the last window must start inside the image or its left padding
   if (ceil_mode && (o - 1) * stride >= in + pad) --o;

@@ -423,6 +423,13 @@ void dw_backward_plane(const ConvArgs<T>& a, int64_t n, int64_t c, T* dw_part, T
 }
 
 // ---- drivers -----------------------------------------------------------------------------------
+// Threads for a convolution of this size: below ~4 MFLOP one thread (waking a
+// team costs more, and far more on a loaded machine).
+int conv_team(const ConvShape& p, int64_t items) {
+  const double flops = 2.0 * double(p.N) * double(p.K) * double(p.OH * p.OW) * double(p.Cg() * p.R * p.S);
+  return flops < 4.0e6 ? 1 : team_size(items);
+}
+
 template <class T>
 void conv2d_forward(const ConvArgs<T>& a) {
   const ConvShape& p = a.s;
@@ -430,13 +437,13 @@ void conv2d_forward(const ConvArgs<T>& a) {
   if (is_depthwise(p)) {
     const int64_t planes = p.N * p.K;
     std::atomic<int64_t> next{0};
-    run_team(team_size(planes), [&](int, int) {
+    run_team(conv_team(p, planes), [&](int, int) {
       for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < planes;) dw_forward_plane(a, i / p.K, i % p.K);
     });
     return;
   }
   std::atomic<int64_t> next{0};
-  run_team(team_size(p.N), [&](int, int) {
+  run_team(conv_team(p, p.N), [&](int, int) {
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) conv_forward_image(a, n);
   });
 }
@@ -456,7 +463,7 @@ void conv2d_backward(const ConvArgs<T>& a) {
   }
   const bool dwise = is_depthwise(p);
   const int64_t items = dwise ? p.N * p.C : p.N;
-  const int nt = team_size(items);
+  const int nt = conv_team(p, items);
   // Each thread sums its images' dw / db into its own buffer, published here;
   // after a barrier the threads add all buffers into dw / db, each a slice.
   std::vector<T*> parts(size_t(nt), nullptr);
@@ -502,7 +509,7 @@ void conv2d_backward(const ConvArgs<T>& a) {
 template <class Body>
 void for_planes(int64_t planes, int64_t work_per_plane, Body&& body) {
   // a team only when there is enough work to pay for waking it
-  const int nt = planes * work_per_plane >= (1 << 16) ? team_size(planes) : 1;
+  const int nt = planes * work_per_plane >= (1 << 18) ? team_size(planes) : 1;
   std::atomic<int64_t> next{0};
   run_team(nt, [&](int, int) {
     for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < planes;) body(i);

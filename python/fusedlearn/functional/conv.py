@@ -96,6 +96,12 @@ def _conv_geometry(input, weight, stride, padding, dilation, groups):
     st = _pair(stride, "stride")
     dil = _pair(dilation, "dilation")
     pad = _conv_padding(padding, ws, st, dil)
+    if min(st) < 1:
+        raise ValueError(f"stride: must be >= 1, got {stride!r}")
+    if min(dil) < 1:
+        raise ValueError(f"dilation: must be >= 1, got {dilation!r}")
+    if min(pad) < 0:
+        raise ValueError(f"padding: must be >= 0, got {padding!r}")
     return tuple(xs), tuple(ws), st, pad, dil, int(groups)
 
 
@@ -163,6 +169,9 @@ def _pool_out(n, k, s, p, d, ceil_mode):
 
 
 def _pooled_shape(xs, k, s, p, d, ceil_mode, who):
+    if min(s) < 1 or min(k) < 1 or min(d) < 1:
+        raise ValueError(f"{who}: kernel_size, stride and dilation must be >= 1, got kernel_size={k}, "
+                         f"stride={s}, dilation={d}")
     if len(xs) not in (3, 4):
         raise ValueError(f"{who}: expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got shape {tuple(xs)}")
     oh = _pool_out(xs[-2], k[0], s[0], p[0], d[0], ceil_mode)
