@@ -91,6 +91,17 @@ struct Call {
   bool f32() const { return first->dtype == DType::f32; }
 };
 
+// The selected ISA's float32 or float64 kernel `pick(set)` on the arguments `run(T())`, without the GIL.
+template <class Run, class Pick>
+void run_cpu(const Call& c, Run&& run, Pick&& pick) {
+  const CpuKernels& k = cpu_kernels();
+  py::gil_scoped_release nogil;
+  if (c.f32())
+    pick(k.conv_f32)(run(float()));
+  else
+    pick(k.conv_f64)(run(double()));
+}
+
 template <class T>
 const T* cptr(const ArrayRef* a) { return a ? static_cast<const T*>(a->data) : nullptr; }
 template <class T>
@@ -181,12 +192,7 @@ void conv2d_forward(py::object x_o, py::object w_o, py::object b_o, py::object y
     cuda::conv2d_forward_f32(run(float()), x->device_id);
     return;
   }
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.conv2d_forward(run(float()));
-  else
-    k.conv_f64.conv2d_forward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.conv2d_forward; });
 }
 
 void conv2d_backward(py::object x_o, py::object w_o, py::object dy_o, py::object y_o, py::object dx_o,
@@ -224,12 +230,7 @@ void conv2d_backward(py::object x_o, py::object w_o, py::object dy_o, py::object
     cuda::conv2d_backward_f32(run(float()), x->device_id);
     return;
   }
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.conv2d_backward(run(float()));
-  else
-    k.conv_f64.conv2d_backward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.conv2d_backward; });
 }
 
 // ---- pooling ------------------------------------------------------------------------------
@@ -326,12 +327,7 @@ void max_pool2d_forward(py::object x_o, py::object y_o, py::object idx_o, py::tu
     cuda::max_pool2d_forward_f32(run(float()), x->device_id);
     return;
   }
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.max_pool2d_forward(run(float()));
-  else
-    k.conv_f64.max_pool2d_forward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.max_pool2d_forward; });
 }
 
 // CPU: from indices.  CUDA: indices None, x given (the argmax is recomputed).
@@ -361,12 +357,7 @@ void max_pool2d_backward(py::object dy_o, py::object idx_o, py::object dx_o, py:
     return;
   }
   if (!idx) throw TypeError("indices: expected an int64 array, got None");
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.max_pool2d_backward(run(float()));
-  else
-    k.conv_f64.max_pool2d_backward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.max_pool2d_backward; });
 }
 
 PoolShape avg_shape(const ArrayRef& x, py::tuple kernel, py::tuple stride, py::tuple padding, bool ceil_mode,
@@ -397,12 +388,7 @@ void avg_pool2d_forward(py::object x_o, py::object y_o, py::tuple kernel, py::tu
     cuda::avg_pool2d_forward_f32(run(float()), x->device_id);
     return;
   }
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.avg_pool2d_forward(run(float()));
-  else
-    k.conv_f64.avg_pool2d_forward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.avg_pool2d_forward; });
 }
 
 void avg_pool2d_backward(py::object dy_o, py::object dx_o, py::tuple kernel, py::tuple stride, py::tuple padding,
@@ -425,12 +411,7 @@ void avg_pool2d_backward(py::object dy_o, py::object dx_o, py::tuple kernel, py:
     cuda::avg_pool2d_backward_f32(run(float()), dx->device_id);
     return;
   }
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.avg_pool2d_backward(run(float()));
-  else
-    k.conv_f64.avg_pool2d_backward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.avg_pool2d_backward; });
 }
 
 // ---- batch norm ---------------------------------------------------------------------------
@@ -493,12 +474,7 @@ void batch_norm_forward(py::object x_o, py::object y_o, py::object w_o, py::obje
     cuda::batch_norm_forward_f32(run(float()), x->device_id);
     return;
   }
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.batch_norm_forward(run(float()));
-  else
-    k.conv_f64.batch_norm_forward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.batch_norm_forward; });
 }
 
 void batch_norm_backward(py::object x_o, py::object y_o, py::object dy_o, py::object w_o, py::object rm_o,
@@ -550,12 +526,7 @@ void batch_norm_backward(py::object x_o, py::object y_o, py::object dy_o, py::ob
     cuda::batch_norm_backward_f32(run(float()), x->device_id);
     return;
   }
-  const CpuKernels& k = cpu_kernels();
-  py::gil_scoped_release nogil;
-  if (c.f32())
-    k.conv_f32.batch_norm_backward(run(float()));
-  else
-    k.conv_f64.batch_norm_backward(run(double()));
+  run_cpu(c, run, [](const auto& set) { return set.batch_norm_backward; });
 }
 
 }  // namespace

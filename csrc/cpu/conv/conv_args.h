@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/macros.h"
 #include "cpu/gemm/gemm_args.h"
 
 namespace fl {
@@ -15,8 +16,8 @@ struct ConvShape {
   int64_t K = 0, R = 0, S = 0;         // weight [K, C / groups, R, S]
   int64_t OH = 0, OW = 0;              // output
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1, groups = 1;
-  int64_t Cg() const { return C / groups; }
-  int64_t Kg() const { return K / groups; }
+  FL_HD int64_t Cg() const { return C / groups; }
+  FL_HD int64_t Kg() const { return K / groups; }
 };
 
 // Forward: y = act(conv(x, w) + bias).  bias may be null.
@@ -90,6 +91,27 @@ struct BatchNormArgs {
   T* dbias = nullptr;
   bool accumulate = false;
 };
+
+// GemmArgs for C (ldc) = op(A) (lda) @ op(B) (ldb) + beta C, no epilogue: the
+// products the convolution drivers (CPU and CUDA) issue.
+template <class T>
+GemmArgs<T> conv_gemm(int64_t M, int64_t N, int64_t K, bool ta, const T* A, int64_t lda, bool tb, const T* B,
+                      int64_t ldb, T* C, int64_t ldc, T beta) {
+  GemmArgs<T> g;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.A = A;
+  g.lda = lda;
+  g.B = B;
+  g.ldb = ldb;
+  g.C = C;
+  g.ldc = ldc;
+  g.beta = beta;
+  return g;
+}
 
 template <class T>
 struct ConvKernelSet {

@@ -95,25 +95,6 @@ void run_team(int nt, Body&& body) {
 inline void gemm(const GemmArgs<float>& g) { kernels().sgemm(g); }
 inline void gemm(const GemmArgs<double>& g) { kernels().dgemm(g); }
 
-template <class T>
-GemmArgs<T> gemm_args(int64_t M, int64_t N, int64_t K, bool ta, const T* A, int64_t lda, bool tb, const T* B,
-                      int64_t ldb, T* C, int64_t ldc, T beta) {
-  GemmArgs<T> g;
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.A = A;
-  g.lda = lda;
-  g.B = B;
-  g.ldb = ldb;
-  g.C = C;
-  g.ldc = ldc;
-  g.beta = beta;
-  return g;
-}
-
 // ---- activations ---------------------------------------------------------------------------
 template <class T>
 inline T act_apply(Activation a, T v) {
@@ -277,7 +258,7 @@ void conv_forward_image(const ConvArgs<T>& a, int64_t n) {
     const T* wg = a.w + g * Kg * CRS;
     T* yg = a.y + (n * p.K + g * Kg) * OHW;
     auto run = [&](int64_t ncols, const T* B, int64_t ldb, T* C) {
-      GemmArgs<T> ga = gemm_args<T>(Kg, ncols, CRS, false, wg, CRS, false, B, ldb, C, OHW, T(0));
+      GemmArgs<T> ga = conv_gemm<T>(Kg, ncols, CRS, false, wg, CRS, false, B, ldb, C, OHW, T(0));
       if (a.bias) {
         ga.bias = a.bias + g * Kg;
         ga.bias_axis = BiasAxis::per_row;
@@ -323,8 +304,8 @@ void conv_backward_image(const ConvArgs<T>& a, int64_t n, T* dw_part, T* db_part
     T* dxg = dx ? dx + g * Cg * HW : nullptr;
     T* dwg = dw_part ? dw_part + g * Kg * CRS : nullptr;
     if (pw) {
-      if (dwg) gemm(gemm_args<T>(Kg, Cg, HW, false, gyg, HW, true, xg, HW, dwg, Cg, T(1)));
-      if (dxg) gemm(gemm_args<T>(Cg, HW, Kg, true, wg, Cg, false, gyg, HW, dxg, HW, T(0)));
+      if (dwg) gemm(conv_gemm<T>(Kg, Cg, HW, false, gyg, HW, true, xg, HW, dwg, Cg, T(1)));
+      if (dxg) gemm(conv_gemm<T>(Cg, HW, Kg, true, wg, Cg, false, gyg, HW, dxg, HW, T(0)));
       continue;
     }
     for (int64_t oh0 = 0; oh0 < p.OH; oh0 += rows) {
@@ -332,10 +313,10 @@ void conv_backward_image(const ConvArgs<T>& a, int64_t n, T* dw_part, T* db_part
       const T* gband = gyg + oh0 * p.OW;
       if (dwg) {
         im2col_band(p, xg, oh0, oh1, col);
-        gemm(gemm_args<T>(Kg, CRS, nc, false, gband, OHW, true, col, nc, dwg, CRS, T(1)));
+        gemm(conv_gemm<T>(Kg, CRS, nc, false, gband, OHW, true, col, nc, dwg, CRS, T(1)));
       }
       if (dxg) {
-        gemm(gemm_args<T>(CRS, nc, Kg, true, wg, CRS, false, gband, OHW, dcol, nc, T(0)));
+        gemm(conv_gemm<T>(CRS, nc, Kg, true, wg, CRS, false, gband, OHW, dcol, nc, T(0)));
         col2im_band(p, dcol, oh0, oh1, dxg);
       }
     }
