@@ -15,6 +15,7 @@ void bind_optim(py::module_& m);
 void bind_grad_utils(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_rnn(py::module_& m);
+void bind_conv(py::module_& m);
 }  // namespace fl
 
 PYBIND11_MODULE(_C, m) {
@@ -51,4 +52,5 @@ PYBIND11_MODULE(_C, m) {
   fl::bind_grad_utils(m);
   fl::bind_gemm(m);
   fl::bind_rnn(m);
+  fl::bind_conv(m);
 }

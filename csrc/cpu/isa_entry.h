@@ -9,5 +9,6 @@ void fill_optim_kernels(CpuKernels& k);
 void fill_elementwise_kernels(CpuKernels& k);
 void fill_gemm_kernels(CpuKernels& k);
 void fill_rnn_kernels(CpuKernels& k);
+void fill_conv_kernels(CpuKernels& k);
 }  // namespace FL_ISA_NS
 }  // namespace fl

@@ -15,6 +15,7 @@ CpuKernels make_table() {
   fill_elementwise_kernels(k);
   fill_gemm_kernels(k);
   fill_rnn_kernels(k);
+  fill_conv_kernels(k);
   return k;
 }
 }  // namespace

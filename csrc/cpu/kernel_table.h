@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include "cpu/gemm/gemm_args.h"
+#include "cpu/conv/conv_args.h"
 #include "cpu/optim/optim_hyper.h"
 #include "cpu/rnn/rnn_args.h"
 
@@ -53,6 +54,8 @@ struct CpuKernels {
   void (*rnn_forward_f64)(const RnnSeqArgs<double>&);
   void (*rnn_backward_f32)(const RnnSeqArgs<float>&);
   void (*rnn_backward_f64)(const RnnSeqArgs<double>&);
+  ConvKernelSet<float> conv_f32;    // conv2d / pooling / batch norm (cpu/conv)
+  ConvKernelSet<double> conv_f64;
 };
 
 // Threads kernels may use (fl::set_num_threads; defaults to OpenMP's maximum).

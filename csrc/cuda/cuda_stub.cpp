@@ -23,5 +23,13 @@ void gemm_f32(const GemmArgs<float>&, int) { fail(); }
 void gemm_f64(const GemmArgs<double>&, int) { fail(); }
 void rnn_forward_f32(const RnnSeqArgs<float>&, int) { fail(); }
 void rnn_backward_f32(const RnnSeqArgs<float>&, int) { fail(); }
+void conv2d_forward_f32(const ConvArgs<float>&, int) { fail(); }
+void conv2d_backward_f32(const ConvArgs<float>&, int) { fail(); }
+void max_pool2d_forward_f32(const PoolArgs<float>&, int) { fail(); }
+void max_pool2d_backward_f32(const PoolArgs<float>&, int) { fail(); }
+void avg_pool2d_forward_f32(const PoolArgs<float>&, int) { fail(); }
+void avg_pool2d_backward_f32(const PoolArgs<float>&, int) { fail(); }
+void batch_norm_forward_f32(const BatchNormArgs<float>&, int) { fail(); }
+void batch_norm_backward_f32(const BatchNormArgs<float>&, int) { fail(); }
 }  // namespace cuda
 }  // namespace fl

@@ -1,0 +1,173 @@
+"""conv2d forward and every gradient: against a naive numpy reference at every ISA, against
+torch.nn.functional, and bad inputs against the exact exception."""
+import numpy as np
+import pytest
+
+import fusedlearn as fl
+from conv_reference import conv2d_ref
+
+F = fl.functional
+
+# (N, C, H, W, K, (R, S), stride, padding, dilation, groups): every code path --
+# im2col bands (with several bands when the column budget is small), pointwise GEMM,
+# depthwise (with channel multiplier), grouped, odd sizes, strides, dilations.
+CASES = [
+    (2, 3, 9, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (3, 4, 10, 11, 6, (3, 2), (2, 1), (1, 0), (2, 1), 2),
+    (2, 6, 7, 7, 12, (3, 3), (1, 1), (1, 1), (1, 1), 6),   # depthwise, multiplier 2
+    (1, 5, 9, 6, 5, (5, 3), (2, 3), (2, 1), (1, 2), 5),     # depthwise, strided
+    (2, 6, 7, 5, 4, (1, 1), (1, 1), (0, 0), (1, 1), 2),     # pointwise, grouped
+    (3, 8, 5, 5, 16, (1, 1), (2, 2), (0, 0), (1, 1), 1),    # 1x1 strided: im2col
+    (2, 1, 13, 13, 3, (5, 5), (1, 1), (2, 2), (1, 1), 1),   # one input channel (LeNet's first layer)
+    (1, 3, 4, 4, 2, (4, 4), (1, 1), (0, 0), (1, 1), 1),     # kernel = image
+    (2, 4, 6, 9, 6, (2, 3), (3, 2), (1, 1), (2, 1), 2),
+    (4, 16, 33, 35, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # several row bands per image
+]
+
+
+def _random_case(rng):
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cg, kg = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    R, S = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    dil = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    pad = (int(rng.integers(0, R)), int(rng.integers(0, S)))
+    st = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    H = dil[0] * (R - 1) + 1 + int(rng.integers(0, 8))
+    W = dil[1] * (S - 1) + 1 + int(rng.integers(0, 8))
+    return (int(rng.integers(1, 4)), cg * groups, H, W, kg * groups, (R, S), st, pad, dil, groups)
+
+
+RANDOM = [_random_case(np.random.default_rng(100 + i)) for i in range(10)]
+
+
+def _data(case, dtype, seed=0):
+    N, C, H, W, K, (R, S), st, pad, dil, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, R, S)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    return x, w, b, rng
+
+
+def _check(case, dtype, activation=None):
+    _, _, _, _, _, _, st, pad, dil, groups = case
+    x, w, b, rng = _data(case, dtype)
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    pre, grad = conv2d_ref(x, w, b, st, pad, dil, groups)
+    ref = {None: pre, "relu": np.maximum(pre, 0), "tanh": np.tanh(pre), "sigmoid": 1 / (1 + np.exp(-pre))}[activation]
+    y = F.conv2d(x, w, b, st, pad, dil, groups, activation=activation)
+    assert y.dtype == dtype and y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, **tol)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gpre = {None: gy, "relu": gy * (pre > 0), "tanh": gy * (1 - ref ** 2), "sigmoid": gy * ref * (1 - ref)}[activation]
+    rgx, rgw, rgb = grad(gpre)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, st, pad, dil, groups, output=y, activation=activation)
+    np.testing.assert_allclose(gx, rgx, **tol)
+    np.testing.assert_allclose(gw, rgw, **tol)
+    np.testing.assert_allclose(gb, rgb, **tol)
+
+
+@pytest.mark.parametrize("case", CASES + RANDOM)
+def test_conv2d_vs_reference_every_isa(case, isa):
+    _check(case, np.float32)
+
+
+@pytest.mark.parametrize("case", CASES[:5])
+@pytest.mark.parametrize("activation", [None, "relu", "tanh", "sigmoid"])
+def test_conv2d_float64_activations(case, activation):
+    _check(case, np.float64, activation)
+
+
+@pytest.mark.parametrize("case", CASES[:4] + CASES[8:])
+def test_conv2d_threads(case, threads):
+    _check(case, np.float32, "relu")
+
+
+def test_conv2d_accumulate_and_partial_grads():
+    case = CASES[1]
+    _, _, _, _, _, _, st, pad, dil, groups = case
+    x, w, b, rng = _data(case, np.float64)
+    y = F.conv2d(x, w, b, st, pad, dil, groups)
+    gy = rng.standard_normal(y.shape)
+    _, gw, gb = F.conv2d_backward(gy, x, w, st, pad, dil, groups)
+    gw0, gb0 = np.full_like(gw, 2.0), np.full_like(gb, -1.0)
+    gx, gw1, gb1 = F.conv2d_backward(gy, x, w, st, pad, dil, groups, input_grad=False, grad_weight=gw0.copy(),
+                                     grad_bias=gb0.copy(), accumulate=True)
+    assert gx is None
+    np.testing.assert_allclose(gw1, gw0 + gw, rtol=1e-12)
+    np.testing.assert_allclose(gb1, gb0 + gb, rtol=1e-12)
+    gx2, gw2, gb2 = F.conv2d_backward(gy, x, w, st, pad, dil, groups, weight_grad=False, bias_grad=False)
+    assert gw2 is None and gb2 is None and gx2.shape == x.shape
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], RANDOM[3]])
+def test_conv2d_vs_torch(case):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    _, _, _, _, _, _, st, pad, dil, groups = case
+    x, w, b, rng = _data(case, np.float32, seed=5)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    yt = tf.conv2d(xt, wt, bt, st, pad, dil, groups)
+    gy = rng.standard_normal(tuple(yt.shape)).astype(np.float32)
+    yt.backward(torch.tensor(gy))
+    y = F.conv2d(x, w, b, st, pad, dil, groups)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, st, pad, dil, groups)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-4)
+    for ours, theirs in ((gx, xt.grad), (gw, wt.grad), (gb, bt.grad)):
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-4, atol=1e-3)
+    # torch tensors in, torch tensors out
+    yt2 = F.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), st, pad, dil, groups)
+    assert isinstance(yt2, torch.Tensor)
+    np.testing.assert_allclose(yt2.numpy(), y, rtol=1e-6)
+
+
+def test_conv2d_padding_same_valid():
+    x, w, b, _ = _data((2, 3, 7, 6, 4, (3, 5), (1, 1), (0, 0), (1, 1), 1), np.float64)
+    ref, _ = conv2d_ref(x, w, b, (1, 1), (1, 2), (1, 1), 1)
+    np.testing.assert_allclose(F.conv2d(x, w, b, padding="same"), ref, rtol=1e-12)
+    ref, _ = conv2d_ref(x, w, b, (1, 1), (0, 0), (1, 1), 1)
+    np.testing.assert_allclose(F.conv2d(x, w, b, padding="valid"), ref, rtol=1e-12)
+
+
+def test_conv2d_bad_inputs():
+    x = np.zeros((2, 4, 8, 8), np.float32)
+    w = np.zeros((6, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="in_channels"):
+        F.conv2d(x, w, groups=3)
+    with pytest.raises(ValueError, match="expects 8 input channels"):
+        F.conv2d(x, np.zeros((6, 4, 3, 3), np.float32), groups=2)
+    with pytest.raises(ValueError, match="4-D input"):
+        F.conv2d(x[0], w, groups=2)
+    with pytest.raises(TypeError, match="dtype"):
+        F.conv2d(x, w.astype(np.float64), groups=2)
+    with pytest.raises(TypeError, match="expected an array"):
+        F.conv2d(x, w.tolist(), groups=2)
+    with pytest.raises(TypeError, match="float32 or float64|dtype"):
+        F.conv2d(x.astype(np.int32), w, groups=2)
+    with pytest.raises(ValueError, match="smaller than the"):
+        F.conv2d(x, np.zeros((6, 2, 9, 9), np.float32), groups=2)
+    with pytest.raises(ValueError, match="bias: expected shape"):
+        F.conv2d(x, w, np.zeros(5, np.float32), groups=2)
+    with pytest.raises(ValueError, match="stride"):
+        F.conv2d(x, w, stride=0, groups=2)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        F.conv2d(x, w, groups=2, out=np.zeros((2, 6, 7, 7), np.float32))
+    with pytest.raises(ValueError, match="read-only"):
+        out = np.zeros((2, 6, 6, 6), np.float32)
+        out.flags.writeable = False
+        F.conv2d(x, w, groups=2, out=out)
+    with pytest.raises(ValueError, match="contiguous"):
+        F.conv2d(np.zeros((2, 4, 8, 16), np.float32)[..., ::2], w, groups=2)
+    with pytest.raises(ValueError, match="shares memory"):
+        buf = np.zeros(2 * 4 * 8 * 8, np.float32)  # out overlaps x
+        F.conv2d(buf.reshape(2, 4, 8, 8), w, groups=2, out=buf[:2 * 6 * 6 * 6].reshape(2, 6, 6, 6))
+    with pytest.raises(ValueError, match="activation"):
+        F.conv2d(x, w, groups=2, activation="gelu")
+    with pytest.raises(ValueError, match="grad_output: expected shape"):
+        F.conv2d_backward(np.zeros((2, 6, 5, 5), np.float32), x, w, groups=2)
+    with pytest.raises(ValueError, match="needs the forward output"):
+        F.conv2d_backward(np.zeros((2, 6, 6, 6), np.float32), x, w, groups=2, activation="relu")
+    with pytest.raises(TypeError, match="groups"):
+        F.conv2d(x, w, groups=2.0)
+    with pytest.raises(TypeError, match="stride"):
+        F.conv2d(x, w, stride=(1, 2, 3), groups=2)
