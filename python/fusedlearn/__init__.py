@@ -15,6 +15,7 @@ __all__ = [
     "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
     "functional", "optim",
     "nn", "data", "train", "save", "load",
+    "regularize",
 ]
 
 
@@ -68,3 +69,4 @@ def get_isa() -> str:
 from . import functional, optim  # noqa: E402
 from . import data, nn, train  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
+from . import regularize  # noqa: E402

@@ -10,6 +10,8 @@
 from .dataset import ArrayDataset, as_dataset
 from .readers import read_cifar10_batch, read_idx
 from .sets import cifar10, digits, fashion_mnist, mnist
+from . import augment
 
 __all__ = ["ArrayDataset", "as_dataset", "read_idx", "read_cifar10_batch", "digits", "fashion_mnist", "mnist",
            "cifar10"]
+__all__ += ["augment"]
