@@ -119,8 +119,9 @@ def test_split_points_default_random_choice_and_determinism():
         outs.append([p.grad.copy() for p in m.parameters()])
     for g1, g2 in zip(*outs):
         np.testing.assert_array_equal(g1, g2)
-    cnnish = nn.Sequential(nn.Linear(10, 8, generator=0), nn.ReLU(), nn.Flatten(), nn.Linear(8, 4, generator=1))
-    assert AdversarialFeatures(cnnish, eps=0.1).layers == [3]
+    cnnish = nn.Sequential(nn.Flatten(), nn.Linear(10, 8, generator=0), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(8, 4, generator=1))
+    assert AdversarialFeatures(cnnish, eps=0.1).layers == [4]  # never the (flattened) input
 
 
 @pytest.mark.parametrize("method", ["adversarial", "augmented", "both"])

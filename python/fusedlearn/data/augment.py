@@ -80,8 +80,10 @@ def shift_rotate(x, shifts, degrees, *, image_shape=None, fill: float = 0.0) -> 
 
 
 class RandomShiftRotate:
-    """Random whole-pixel shifts in ``[-max_shift, max_shift]`` (each axis) and rotations by an
-    angle uniform in ``[-max_degrees, max_degrees]``, one draw per image per call, from a
+    """Random whole-pixel shifts in ``[-max_shift, max_shift]`` (each axis; with
+    ``integer_shifts=False`` uniform real shifts, interpolated, for images too small for whole
+    pixels) and rotations by an angle uniform in ``[-max_degrees, max_degrees]``, one draw per
+    image per call, from a
     generator seeded with ``seed`` (:meth:`manual_seed` reseeds it).  Call it on a batch::
 
         aug = RandomShiftRotate(max_shift=2, max_degrees=10, seed=0)
@@ -91,13 +93,19 @@ class RandomShiftRotate:
     :func:`fusedlearn.train.fit` through ``objective=fusedlearn.train.augmented(aug)``.
     """
 
-    def __init__(self, max_shift: int = 2, max_degrees: float = 10.0, *, image_shape=None, fill: float = 0.0,
-                 seed=None) -> None:
-        if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) or max_shift < 0:
-            raise ValueError(f"RandomShiftRotate: max_shift must be an integer >= 0, got {max_shift!r}")
+    def __init__(self, max_shift=2, max_degrees: float = 10.0, *, integer_shifts: bool = True, image_shape=None,
+                 fill: float = 0.0, seed=None) -> None:
+        if integer_shifts and (isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer))
+                               or max_shift < 0):
+            raise ValueError(f"RandomShiftRotate: max_shift must be an integer >= 0, got {max_shift!r} "
+                             "(fractional shifts need integer_shifts=False)")
+        if not integer_shifts and not (isinstance(max_shift, (int, float, np.integer, np.floating))
+                                       and math.isfinite(float(max_shift)) and max_shift >= 0):
+            raise ValueError(f"RandomShiftRotate: max_shift must be a finite number >= 0, got {max_shift!r}")
         if not math.isfinite(float(max_degrees)) or not 0.0 <= float(max_degrees) <= 180.0:
             raise ValueError(f"RandomShiftRotate: max_degrees must be in [0, 180], got {max_degrees!r}")
-        self.max_shift = int(max_shift)
+        self.integer_shifts = bool(integer_shifts)
+        self.max_shift = int(max_shift) if self.integer_shifts else float(max_shift)
         self.max_degrees = float(max_degrees)
         self.image_shape = None if image_shape is None else tuple(image_shape)
         self.fill = float(fill)
@@ -108,7 +116,10 @@ class RandomShiftRotate:
 
     def __call__(self, x) -> np.ndarray:
         n = len(x)
-        shifts = self._rng.integers(-self.max_shift, self.max_shift + 1, size=(n, 2)).astype(np.float64)
+        if self.integer_shifts:
+            shifts = self._rng.integers(-self.max_shift, self.max_shift + 1, size=(n, 2)).astype(np.float64)
+        else:
+            shifts = self._rng.uniform(-self.max_shift, self.max_shift, size=(n, 2))
         degrees = self._rng.uniform(-self.max_degrees, self.max_degrees, size=n)
         return shift_rotate(x, shifts, degrees, image_shape=self.image_shape, fill=self.fill)
 

@@ -45,10 +45,15 @@ def kl_divergence(p: np.ndarray, logits_q: np.ndarray) -> np.ndarray:
     return t.sum(axis=1)
 
 
+def _has_params(m) -> bool:
+    return any(True for _ in m.parameters())
+
+
 def _default_splits(model: Sequential) -> list:
-    """Split points k (1 <= k < len) where ``model[k]`` has parameters: h is then the output of a
-    block and the input of a weight layer (the "middle layers"; never the raw input)."""
-    return [k for k in range(1, len(model)) if any(True for _ in model[k].parameters())]
+    """Split points k (1 <= k < len) where ``model[k]`` has parameters and ``model[:k]`` has some
+    too: h is then the output of a block and the input of a weight layer (the "middle layers";
+    never the raw or merely reshaped input)."""
+    return [k for k in range(1, len(model)) if _has_params(model[k]) and _has_params(model[:k])]
 
 
 class AdversarialFeatures:
@@ -56,7 +61,8 @@ class AdversarialFeatures:
 
     For each mini-batch a split point ``k`` is drawn uniformly from ``layers`` (the allowed
     indices: ``h = model[:k](x)``, ``g = model[k:]``; default: every ``k >= 1`` where
-    ``model[k]`` holds parameters, i.e. the input of each weight layer but the first).  Then:
+    ``model[k]`` holds parameters and so does ``model[:k]``, i.e. the input of each weight layer
+    but the first).  Then:
 
     1. ``p = softmax(g(h))``;  ``d`` ~ N(0, I), unit norm per sample;
     2. ``power_iterations`` times: ``d <- unit( grad_r KL(p || softmax g(h + r)) )`` at
