@@ -14,6 +14,7 @@ namespace fl {
 void bind_optim(py::module_& m);
 void bind_grad_utils(py::module_& m);
 void bind_gemm(py::module_& m);
+void bind_conv(py::module_& m);
 }  // namespace fl
 
 PYBIND11_MODULE(_C, m) {
@@ -49,4 +50,5 @@ PYBIND11_MODULE(_C, m) {
   fl::bind_optim(m);
   fl::bind_grad_utils(m);
   fl::bind_gemm(m);
+  fl::bind_conv(m);
 }

@@ -8,5 +8,6 @@ namespace FL_ISA_NS {
 void fill_optim_kernels(CpuKernels& k);
 void fill_elementwise_kernels(CpuKernels& k);
 void fill_gemm_kernels(CpuKernels& k);
+void fill_conv_kernels(CpuKernels& k);
 }  // namespace FL_ISA_NS
 }  // namespace fl

@@ -14,6 +14,7 @@ CpuKernels make_table() {
   fill_optim_kernels(k);
   fill_elementwise_kernels(k);
   fill_gemm_kernels(k);
+  fill_conv_kernels(k);
   return k;
 }
 }  // namespace

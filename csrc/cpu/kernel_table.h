@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include "cpu/gemm/gemm_args.h"
+#include "cpu/conv/conv_args.h"
 #include "cpu/optim/optim_hyper.h"
 
 namespace fl {
@@ -44,6 +45,8 @@ struct CpuKernels {
   MapKernel clamp[2];               // x = min(max(x, a), b)
   SgemmKernel sgemm;                // BLIS-style packed GEMM, fused epilogue (cpu/gemm)
   DgemmKernel dgemm;                // float64 reference GEMM, same interface
+  ConvKernelSet<float> conv_f32;    // conv2d / pooling / batch norm (cpu/conv)
+  ConvKernelSet<double> conv_f64;
 };
 
 // Threads kernels may use (fl::set_num_threads; defaults to OpenMP's maximum).

@@ -5,6 +5,7 @@
 #include <string>
 #include "cpu/kernel_table.h"
 #include "cpu/gemm/gemm_args.h"
+#include "cpu/conv/conv_args.h"
 
 namespace fl {
 namespace cuda {
@@ -31,6 +32,19 @@ void clamp(DType dtype, const FlatList& list, double lo, double hi, int device);
 // std::runtime_error with the CUDA error string on failure.
 void gemm_f32(const GemmArgs<float>& args, int device);
 void gemm_f64(const GemmArgs<double>& args, int device);
+
+// Convolution (im2col per image + the SGEMM above), pooling and batch norm,
+// float32, device pointers, synchronous (cuda/conv).  Max pooling writes no
+// indices on the GPU (args.indices must be null): its backward recomputes the
+// argmax from args.x with the CPU's tie rule (first maximum; NaN wins).
+void conv2d_forward_f32(const ConvArgs<float>& args, int device);
+void conv2d_backward_f32(const ConvArgs<float>& args, int device);
+void max_pool2d_forward_f32(const PoolArgs<float>& args, int device);
+void max_pool2d_backward_f32(const PoolArgs<float>& args, int device);
+void avg_pool2d_forward_f32(const PoolArgs<float>& args, int device);
+void avg_pool2d_backward_f32(const PoolArgs<float>& args, int device);
+void batch_norm_forward_f32(const BatchNormArgs<float>& args, int device);
+void batch_norm_backward_f32(const BatchNormArgs<float>& args, int device);
 
 }  // namespace cuda
 }  // namespace fl

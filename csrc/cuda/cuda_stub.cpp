@@ -21,5 +21,13 @@ void scale(DType, const FlatList&, double, int) { fail(); }
 void clamp(DType, const FlatList&, double, double, int) { fail(); }
 void gemm_f32(const GemmArgs<float>&, int) { fail(); }
 void gemm_f64(const GemmArgs<double>&, int) { fail(); }
+void conv2d_forward_f32(const ConvArgs<float>&, int) { fail(); }
+void conv2d_backward_f32(const ConvArgs<float>&, int) { fail(); }
+void max_pool2d_forward_f32(const PoolArgs<float>&, int) { fail(); }
+void max_pool2d_backward_f32(const PoolArgs<float>&, int) { fail(); }
+void avg_pool2d_forward_f32(const PoolArgs<float>&, int) { fail(); }
+void avg_pool2d_backward_f32(const PoolArgs<float>&, int) { fail(); }
+void batch_norm_forward_f32(const BatchNormArgs<float>&, int) { fail(); }
+void batch_norm_backward_f32(const BatchNormArgs<float>&, int) { fail(); }
 }  // namespace cuda
 }  // namespace fl

@@ -4,3 +4,7 @@ from .optim import (  # noqa: F401
 )
 from .grad_utils import abs_max, clamp_, has_nonfinite, scale_, sum_of_squares  # noqa: F401
 from .gemm import gemm, linear  # noqa: F401
+from .conv import (  # noqa: F401
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward, batch_norm,
+    batch_norm_backward, conv2d, conv2d_backward, max_pool2d, max_pool2d_backward,
+)

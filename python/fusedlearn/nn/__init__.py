@@ -11,9 +11,13 @@ from .activation import ReLU, Sigmoid, Tanh
 from .layers import Dropout, Flatten, Identity
 from .container import Residual, Sequential
 from .loss import CrossEntropyLoss, MSELoss
+from .conv import Conv2d, Dropout2d
+from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .batchnorm import BatchNorm2d
 from . import init
 
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "Flatten", "Identity", "Sequential", "Residual", "CrossEntropyLoss", "MSELoss", "init",
+    "Conv2d", "Dropout2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d",
 ]

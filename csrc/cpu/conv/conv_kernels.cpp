@@ -1,0 +1,745 @@
+// 2-D convolution (forward, backward-data, backward-weight, bias gradient),
+// compiled once per instruction set, float32 and float64 from one template.
+// NCHW as torch; weight [K, C/groups, R, S].  Arguments: cpu/conv/conv_args.h.
+//
+// How each shape is computed (and why):
+//  * 1x1, stride 1, no padding ("pointwise"): the image [Cg, H*W] already is the
+//    GEMM operand, so y[n, g] = w[g] @ x[n, g] with the bias and activation in
+//    the GEMM epilogue -- no copy at all.  Backward: dw += g_y @ x^T and
+//    dx = w^T @ g_y, both straight GEMMs on the image.
+//  * groups > 1 with one input channel per group (depthwise, incl. channel
+//    multipliers): a direct kernel.  Each output channel is a sum of R*S scaled
+//    shifted rows of one input plane, so a GEMM would have M = 1: the direct
+//    loop over rows (contiguous, vectorised by the compiler for stride 1)
+//    does the same arithmetic with no packing.
+//  * everything else: im2col + GEMM, but never for the whole batch.  The
+//    column matrix [Cg*R*S, rows*OW] is built for a band of output rows
+//    sized to about kColBudget bytes (it stays in L2 while the GEMM packs it),
+//    and images are split over threads (each GEMM then runs on one thread:
+//    no barriers inside a small product, no false sharing between images).
+//    The full im2col buffer of a batch (64 x 288 x 1024 floats = 75 MB for the
+//    32->64 layer) would be streamed through memory twice; the band is 256 KB.
+//    Backward builds the same band once and uses it twice: dw += g_y band @
+//    band^T (each thread accumulates its own dw, summed at the end, so images
+//    stay independent) and dcol = w^T @ g_y band, scattered back by col2im.
+//  With one image (or one thread) the image loop runs inline and the GEMM
+//  splits its own work over the threads instead.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu/conv/conv_args.h"
+#include "cpu/isa_entry.h"
+
+namespace fl {
+namespace FL_ISA_NS {
+namespace {
+
+// Bytes of the im2col band (see above): half of Zen 3's / Skylake-SP's L2,
+// leaving room for the GEMM's packed panels.
+constexpr int64_t kColBudget = 256 << 10;
+
+// ---- per-thread workspaces, grown on demand and reused across calls -------------------
+template <class T>
+T* workspace(int slot, size_t n) {
+  thread_local std::vector<T> bufs[4];
+  std::vector<T>& b = bufs[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+// ---- threading: a team over items with dynamic hand-out (noisy machines) ------------
+int team_size(int64_t items) {
+  int nt = configured_threads();
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+#else
+  nt = 1;
+#endif
+  return int(std::max<int64_t>(1, std::min<int64_t>(nt, items)));
+}
+
+// Runs body(thread, nthreads) on nt threads; an exception in any thread is
+// rethrown here after the team ends (never escapes an OpenMP region).
+template <class Body>
+void run_team(int nt, Body&& body) {
+  if (nt <= 1) {
+    body(0, 1);
+    return;
+  }
+  std::exception_ptr err = nullptr;
+  std::atomic<bool> failed{false};
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+  {
+    try {
+      body(omp_get_thread_num(), omp_get_num_threads());
+    } catch (...) {
+      if (!failed.exchange(true)) err = std::current_exception();
+    }
+  }
+#else
+  body(0, 1);
+#endif
+  if (err) std::rethrow_exception(err);
+}
+
+// ---- GEMM through this build's table ---------------------------------------------------
+inline void gemm(const GemmArgs<float>& g) { kernels().sgemm(g); }
+inline void gemm(const GemmArgs<double>& g) { kernels().dgemm(g); }
+
+template <class T>
+GemmArgs<T> gemm_args(int64_t M, int64_t N, int64_t K, bool ta, const T* A, int64_t lda, bool tb, const T* B,
+                      int64_t ldb, T* C, int64_t ldc, T beta) {
+  GemmArgs<T> g;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.A = A;
+  g.lda = lda;
+  g.B = B;
+  g.ldb = ldb;
+  g.C = C;
+  g.ldc = ldc;
+  g.beta = beta;
+  return g;
+}
+
+// ---- activations ---------------------------------------------------------------------------
+template <class T>
+inline T act_apply(Activation a, T v) {
+  switch (a) {
+    case Activation::relu: return v > T(0) ? v : T(0);
+    case Activation::tanh: return std::tanh(v);
+    case Activation::sigmoid: return T(1) / (T(1) + std::exp(-v));
+    default: return v;
+  }
+}
+// g * act'(pre) written through the output y = act(pre).
+template <class T>
+void act_grad(Activation a, const T* __restrict dy, const T* __restrict y, T* __restrict out, int64_t n) {
+  switch (a) {
+    case Activation::relu:
+      for (int64_t i = 0; i < n; ++i) out[i] = y[i] > T(0) ? dy[i] : T(0);
+      break;
+    case Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) out[i] = dy[i] * (T(1) - y[i] * y[i]);
+      break;
+    case Activation::sigmoid:
+      for (int64_t i = 0; i < n; ++i) out[i] = dy[i] * y[i] * (T(1) - y[i]);
+      break;
+    default:
+      std::memcpy(out, dy, size_t(n) * sizeof(T));
+  }
+}
+
+// Sum of n values in 16 independent lanes (the compiler vectorises this
+// without reassociating a single accumulator), finished in double.
+template <class T>
+double lane_sum(const T* __restrict a, int64_t n) {
+  T acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j];
+  double s = 0;
+  for (int j = 0; j < 16; ++j) s += double(acc[j]);
+  for (; i < n; ++i) s += double(a[i]);
+  return s;
+}
+// sum a * (b - mb), lanes as above
+template <class T>
+double lane_dot_centered(const T* __restrict a, const T* __restrict b, T mb, int64_t n) {
+  T acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * (b[i + j] - mb);
+  double s = 0;
+  for (int j = 0; j < 16; ++j) s += double(acc[j]);
+  for (; i < n; ++i) s += double(a[i]) * (double(b[i]) - double(mb));
+  return s;
+}
+// sum (a - m)^2
+template <class T>
+double lane_sq_centered(const T* __restrict a, T m, int64_t n) {
+  T acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += (a[i + j] - m) * (a[i + j] - m);
+  double s = 0;
+  for (int j = 0; j < 16; ++j) s += double(acc[j]);
+  for (; i < n; ++i) s += (double(a[i]) - double(m)) * (double(a[i]) - double(m));
+  return s;
+}
+template <class T>
+double lane_dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  return lane_dot_centered(a, b, T(0), n);
+}
+
+// Output positions o in [lo, hi) whose input o*stride + off lies in [0, extent).
+inline void valid_range(int64_t off, int64_t stride, int64_t extent, int64_t count, int64_t& lo, int64_t& hi) {
+  lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  const int64_t last = extent - 1 - off;  // o*stride <= last
+  hi = last < 0 ? 0 : std::min(count, last / stride + 1);
+  if (lo > count) lo = count;
+  if (hi < lo) hi = lo;
+}
+
+// ---- im2col / col2im over a band of output rows [oh0, oh1) -------------------------------
+// col[(c*R + r)*S + s][(oh - oh0)*OW + ow] = x[c, oh*sh - ph + r*dh, ow*sw - pw + s*dw] (0 outside).
+template <class T>
+void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_t oh1, T* __restrict col) {
+  const int64_t ncol = (oh1 - oh0) * p.OW, Cg = p.Cg();
+  for (int64_t c = 0; c < Cg; ++c) {
+    const T* xc = xg + c * p.H * p.W;
+    for (int64_t r = 0; r < p.R; ++r) {
+      for (int64_t s = 0; s < p.S; ++s) {
+        T* dst = col + ((c * p.R + r) * p.S + s) * ncol;
+        const int64_t woff = s * p.dil_w - p.pad_w;
+        int64_t lo, hi;
+        valid_range(woff, p.stride_w, p.W, p.OW, lo, hi);
+        for (int64_t oh = oh0; oh < oh1; ++oh, dst += p.OW) {
+          const int64_t ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
+          if (ih < 0 || ih >= p.H) {
+            std::fill(dst, dst + p.OW, T(0));
+            continue;
+          }
+          const T* src = xc + ih * p.W + woff;
+          std::fill(dst, dst + lo, T(0));
+          if (p.stride_w == 1) {
+            std::memcpy(dst + lo, src + lo, size_t(hi - lo) * sizeof(T));
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * p.stride_w];
+          }
+          std::fill(dst + hi, dst + p.OW, T(0));
+        }
+      }
+    }
+  }
+}
+
+// dx[c, ih, iw] += col[...] for the taps im2col_band reads (the adjoint).
+template <class T>
+void col2im_band(const ConvShape& p, const T* __restrict col, int64_t oh0, int64_t oh1, T* __restrict dxg) {
+  const int64_t ncol = (oh1 - oh0) * p.OW, Cg = p.Cg();
+  for (int64_t c = 0; c < Cg; ++c) {
+    T* dc = dxg + c * p.H * p.W;
+    for (int64_t r = 0; r < p.R; ++r) {
+      for (int64_t s = 0; s < p.S; ++s) {
+        const T* src = col + ((c * p.R + r) * p.S + s) * ncol;
+        const int64_t woff = s * p.dil_w - p.pad_w;
+        int64_t lo, hi;
+        valid_range(woff, p.stride_w, p.W, p.OW, lo, hi);
+        for (int64_t oh = oh0; oh < oh1; ++oh, src += p.OW) {
+          const int64_t ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
+          if (ih < 0 || ih >= p.H) continue;
+          T* dst = dc + ih * p.W + woff;
+          if (p.stride_w == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * p.stride_w] += src[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+bool is_pointwise(const ConvShape& p) {
+  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+}
+bool is_depthwise(const ConvShape& p) { return p.groups > 1 && p.Cg() == 1; }
+
+template <class T>
+int64_t band_rows(const ConvShape& p) {
+  const int64_t row_bytes = p.Cg() * p.R * p.S * p.OW * int64_t(sizeof(T));
+  return std::max<int64_t>(1, std::min<int64_t>(p.OH, kColBudget / std::max<int64_t>(row_bytes, 1)));
+}
+
+// ---- GEMM path ------------------------------------------------------------------------------
+template <class T>
+void conv_forward_image(const ConvArgs<T>& a, int64_t n) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, HW = p.H * p.W, OHW = p.OH * p.OW;
+  const bool pw = is_pointwise(p);
+  const int64_t rows = band_rows<T>(p);
+  T* col = pw ? nullptr : workspace<T>(0, size_t(CRS * rows * p.OW));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const T* xg = a.x + (n * p.C + g * Cg) * HW;
+    const T* wg = a.w + g * Kg * CRS;
+    T* yg = a.y + (n * p.K + g * Kg) * OHW;
+    auto run = [&](int64_t ncols, const T* B, int64_t ldb, T* C) {
+      GemmArgs<T> ga = gemm_args<T>(Kg, ncols, CRS, false, wg, CRS, false, B, ldb, C, OHW, T(0));
+      if (a.bias) {
+        ga.bias = a.bias + g * Kg;
+        ga.bias_axis = BiasAxis::per_row;
+      }
+      ga.act = a.act;
+      gemm(ga);
+    };
+    if (pw) {
+      run(HW, xg, HW, yg);
+      continue;
+    }
+    for (int64_t oh0 = 0; oh0 < p.OH; oh0 += rows) {
+      const int64_t oh1 = std::min(p.OH, oh0 + rows), nc = (oh1 - oh0) * p.OW;
+      im2col_band(p, xg, oh0, oh1, col);
+      run(nc, col, nc, yg + oh0 * p.OW);
+    }
+  }
+}
+
+// One image's share of the backward pass; dw_part / db_part are this thread's sums.
+template <class T>
+void conv_backward_image(const ConvArgs<T>& a, int64_t n, T* dw_part, T* db_part) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, HW = p.H * p.W, OHW = p.OH * p.OW;
+  const bool pw = is_pointwise(p);
+  const int64_t rows = band_rows<T>(p);
+  const T* gy = a.dy + n * p.K * OHW;
+  if (a.act != Activation::identity) {
+    T* buf = workspace<T>(1, size_t(p.K * OHW));
+    act_grad(a.act, gy, a.y + n * p.K * OHW, buf, p.K * OHW);
+    gy = buf;
+  }
+  if (db_part)
+    for (int64_t k = 0; k < p.K; ++k) db_part[k] += T(lane_sum(gy + k * OHW, OHW));
+  T* dx = a.dx ? a.dx + n * p.C * HW : nullptr;
+  if (dx && !pw) std::fill(dx, dx + p.C * HW, T(0));
+  T* col = pw ? nullptr : workspace<T>(0, size_t(CRS * rows * p.OW));
+  T* dcol = pw || !dx ? nullptr : workspace<T>(2, size_t(CRS * rows * p.OW));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const T* xg = a.x + (n * p.C + g * Cg) * HW;
+    const T* wg = a.w + g * Kg * CRS;
+    const T* gyg = gy + g * Kg * OHW;
+    T* dxg = dx ? dx + g * Cg * HW : nullptr;
+    T* dwg = dw_part ? dw_part + g * Kg * CRS : nullptr;
+    if (pw) {
+      if (dwg) gemm(gemm_args<T>(Kg, Cg, HW, false, gyg, HW, true, xg, HW, dwg, Cg, T(1)));
+      if (dxg) gemm(gemm_args<T>(Cg, HW, Kg, true, wg, Cg, false, gyg, HW, dxg, HW, T(0)));
+      continue;
+    }
+    for (int64_t oh0 = 0; oh0 < p.OH; oh0 += rows) {
+      const int64_t oh1 = std::min(p.OH, oh0 + rows), nc = (oh1 - oh0) * p.OW;
+      const T* gband = gyg + oh0 * p.OW;
+      if (dwg) {
+        im2col_band(p, xg, oh0, oh1, col);
+        gemm(gemm_args<T>(Kg, CRS, nc, false, gband, OHW, true, col, nc, dwg, CRS, T(1)));
+      }
+      if (dxg) {
+        gemm(gemm_args<T>(CRS, nc, Kg, true, wg, CRS, false, gband, OHW, dcol, nc, T(0)));
+        col2im_band(p, dcol, oh0, oh1, dxg);
+      }
+    }
+  }
+}
+
+// ---- depthwise: direct kernels ----------------------------------------------------------------
+// One output plane k (input plane k / Kg): y = act(b + sum_{r,s} w[r,s] * shifted x rows).
+template <class T>
+void dw_forward_plane(const ConvArgs<T>& a, int64_t n, int64_t k) {
+  const ConvShape& p = a.s;
+  const int64_t c = k / p.Kg(), OHW = p.OH * p.OW;
+  const T* xp = a.x + (n * p.C + c) * p.H * p.W;
+  const T* wk = a.w + k * p.R * p.S;
+  T* yp = a.y + (n * p.K + k) * OHW;
+  std::fill(yp, yp + OHW, a.bias ? a.bias[k] : T(0));
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    T* __restrict yrow = yp + oh * p.OW;
+    for (int64_t r = 0; r < p.R; ++r) {
+      const int64_t ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
+      if (ih < 0 || ih >= p.H) continue;
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t woff = s * p.dil_w - p.pad_w;
+        int64_t lo, hi;
+        valid_range(woff, p.stride_w, p.W, p.OW, lo, hi);
+        const T wv = wk[r * p.S + s];
+        const T* __restrict xrow = xp + ih * p.W + woff;
+        if (p.stride_w == 1) {
+          for (int64_t ow = lo; ow < hi; ++ow) yrow[ow] += wv * xrow[ow];
+        } else {
+          for (int64_t ow = lo; ow < hi; ++ow) yrow[ow] += wv * xrow[ow * p.stride_w];
+        }
+      }
+    }
+  }
+  if (a.act != Activation::identity)
+    for (int64_t i = 0; i < OHW; ++i) yp[i] = act_apply(a.act, yp[i]);
+}
+
+// Input plane c of image n and its Kg output planes: dx (overwritten), dw / db sums.
+template <class T>
+void dw_backward_plane(const ConvArgs<T>& a, int64_t n, int64_t c, T* dw_part, T* db_part) {
+  const ConvShape& p = a.s;
+  const int64_t Kg = p.Kg(), OHW = p.OH * p.OW;
+  const T* xp = a.x + (n * p.C + c) * p.H * p.W;
+  T* dxp = a.dx ? a.dx + (n * p.C + c) * p.H * p.W : nullptr;
+  if (dxp) std::fill(dxp, dxp + p.H * p.W, T(0));
+  T* buf = workspace<T>(1, size_t(OHW));
+  for (int64_t k = c * Kg; k < (c + 1) * Kg; ++k) {
+    const size_t off = size_t((n * p.K + k) * OHW);
+    act_grad(a.act, a.dy + off, a.y ? a.y + off : a.dy + off, buf, OHW);
+    if (db_part) db_part[k] += T(lane_sum(buf, OHW));
+    const T* wk = a.w + k * p.R * p.S;
+    T* dwk = dw_part ? dw_part + k * p.R * p.S : nullptr;
+    for (int64_t r = 0; r < p.R; ++r) {
+      for (int64_t oh = 0; oh < p.OH; ++oh) {
+        const int64_t ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
+        if (ih < 0 || ih >= p.H) continue;
+        const T* __restrict grow = buf + oh * p.OW;
+        for (int64_t s = 0; s < p.S; ++s) {
+          const int64_t woff = s * p.dil_w - p.pad_w;
+          int64_t lo, hi;
+          valid_range(woff, p.stride_w, p.W, p.OW, lo, hi);
+          const int64_t base = ih * p.W + woff;
+          if (p.stride_w == 1) {
+            if (dwk) dwk[r * p.S + s] += T(lane_dot(grow + lo, xp + base + lo, hi - lo));
+            if (dxp) {
+              const T wv = wk[r * p.S + s];
+              T* __restrict drow = dxp + base;
+              for (int64_t ow = lo; ow < hi; ++ow) drow[ow] += wv * grow[ow];
+            }
+          } else {
+            T acc = 0;
+            const T wv = wk[r * p.S + s];
+            for (int64_t ow = lo; ow < hi; ++ow) {
+              acc += grow[ow] * xp[base + ow * p.stride_w];
+              if (dxp) dxp[base + ow * p.stride_w] += wv * grow[ow];
+            }
+            if (dwk) dwk[r * p.S + s] += acc;
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- drivers -----------------------------------------------------------------------------------
+template <class T>
+void conv2d_forward(const ConvArgs<T>& a) {
+  const ConvShape& p = a.s;
+  if (p.N == 0 || p.K == 0 || p.OH == 0 || p.OW == 0) return;
+  if (is_depthwise(p)) {
+    const int64_t planes = p.N * p.K;
+    std::atomic<int64_t> next{0};
+    run_team(team_size(planes), [&](int, int) {
+      for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < planes;) dw_forward_plane(a, i / p.K, i % p.K);
+    });
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  run_team(team_size(p.N), [&](int, int) {
+    for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) conv_forward_image(a, n);
+  });
+}
+
+template <class T>
+void conv2d_backward(const ConvArgs<T>& a) {
+  const ConvShape& p = a.s;
+  const int64_t wsize = p.K * p.Cg() * p.R * p.S;
+  const bool dw_out = a.dw != nullptr, db_out = a.db != nullptr;
+  if (!a.accumulate) {
+    if (dw_out) std::fill(a.dw, a.dw + wsize, T(0));
+    if (db_out) std::fill(a.db, a.db + p.K, T(0));
+  }
+  if (p.N == 0 || p.K == 0) {
+    if (a.dx) std::fill(a.dx, a.dx + p.N * p.C * p.H * p.W, T(0));
+    return;
+  }
+  const bool dwise = is_depthwise(p);
+  const int64_t items = dwise ? p.N * p.C : p.N;
+  const int nt = team_size(items);
+  // Each thread sums its images' dw / db into its own buffer, published here;
+  // after a barrier the threads add all buffers into dw / db, each a slice.
+  std::vector<T*> parts(size_t(nt), nullptr);
+  const int64_t psize = (dw_out ? wsize : 0) + (db_out ? p.K : 0);
+  std::atomic<int64_t> next{0};
+  run_team(nt, [&](int t, int nthreads) {
+    T* part = psize ? workspace<T>(3, size_t(psize)) : nullptr;
+    if (part) std::fill(part, part + psize, T(0));
+    parts[size_t(t)] = part;
+    T* dwp = dw_out ? part : nullptr;
+    T* dbp = db_out ? part + (dw_out ? wsize : 0) : nullptr;
+    std::exception_ptr err = nullptr;
+    try {
+      for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
+        if (dwise)
+          dw_backward_plane(a, i / p.C, i % p.C, dwp, dbp);
+        else
+          conv_backward_image(a, i, dwp, dbp);
+      }
+    } catch (...) {
+      err = std::current_exception();
+    }
+#ifdef _OPENMP
+    if (nthreads > 1) {
+#pragma omp barrier
+    }
+#endif
+    if (err) std::rethrow_exception(err);
+    if (!psize) return;
+    const int64_t lo = psize * t / nthreads, hi = psize * (t + 1) / nthreads;
+    for (int64_t j = lo; j < hi; ++j) {
+      T s = 0;
+      for (int u = 0; u < nthreads; ++u) s += parts[size_t(u)][j];
+      if (j < (dw_out ? wsize : 0))
+        a.dw[j] += s;
+      else
+        a.db[j - (dw_out ? wsize : 0)] += s;
+    }
+  });
+}
+
+// ---- pooling ----------------------------------------------------------------------------------
+template <class Body>
+void for_planes(int64_t planes, int64_t work_per_plane, Body&& body) {
+  // a team only when there is enough work to pay for waking it
+  const int nt = planes * work_per_plane >= (1 << 16) ? team_size(planes) : 1;
+  std::atomic<int64_t> next{0};
+  run_team(nt, [&](int, int) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < planes;) body(i);
+  });
+}
+
+template <class T>
+void max_pool2d_forward(const PoolArgs<T>& a) {
+  const PoolShape& p = a.s;
+  const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  for_planes(p.planes, OHW * p.kh * p.kw, [&](int64_t pl) {
+    const T* x = a.x + pl * HW;
+    T* y = a.y + pl * OHW;
+    int64_t* ix = a.indices + pl * OHW;
+    for (int64_t oh = 0; oh < p.OH; ++oh) {
+      int64_t h0 = oh * p.stride_h - p.pad_h;
+      int64_t hlo, hhi;  // window taps r with 0 <= h0 + r*dil < H
+      valid_range(h0, p.dil_h, p.H, p.kh, hlo, hhi);
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const int64_t w0 = ow * p.stride_w - p.pad_w;
+        int64_t wlo, whi;
+        valid_range(w0, p.dil_w, p.W, p.kw, wlo, whi);
+        T best = -std::numeric_limits<T>::infinity();
+        int64_t bi = (h0 + hlo * p.dil_h) * p.W + (w0 + wlo * p.dil_w);
+        for (int64_t r = hlo; r < hhi; ++r) {
+          const int64_t row = (h0 + r * p.dil_h) * p.W;
+          for (int64_t s = wlo; s < whi; ++s) {
+            const int64_t idx = row + w0 + s * p.dil_w;
+            const T v = x[idx];
+            if (v > best || std::isnan(v)) {  // NaN propagates, as torch
+              best = v;
+              bi = idx;
+            }
+          }
+        }
+        y[oh * p.OW + ow] = best;
+        ix[oh * p.OW + ow] = bi;
+      }
+    }
+  });
+}
+
+template <class T>
+void max_pool2d_backward(const PoolArgs<T>& a) {
+  const PoolShape& p = a.s;
+  const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  for_planes(p.planes, HW + OHW, [&](int64_t pl) {
+    T* dx = a.dx + pl * HW;
+    const T* dy = a.dy + pl * OHW;
+    const int64_t* ix = a.indices + pl * OHW;
+    std::fill(dx, dx + HW, T(0));
+    for (int64_t i = 0; i < OHW; ++i) {
+      const int64_t j = ix[i];
+      if (j >= 0 && j < HW) dx[j] += dy[i];  // indices come from outside: never write out of the plane
+    }
+  });
+}
+
+// torch's window and divisor: the window is clipped to the padded image for
+// count_include_pad's divisor, then to the image for the taps.
+struct AvgWindow {
+  int64_t h0, h1, w0, w1, div;
+};
+inline AvgWindow avg_window(const PoolShape& p, int64_t oh, int64_t ow) {
+  int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+  int64_t h1 = std::min(h0 + p.kh, p.H + p.pad_h), w1 = std::min(w0 + p.kw, p.W + p.pad_w);
+  const int64_t pool = (h1 - h0) * (w1 - w0);
+  h0 = std::max<int64_t>(h0, 0);
+  w0 = std::max<int64_t>(w0, 0);
+  h1 = std::min(h1, p.H);
+  w1 = std::min(w1, p.W);
+  int64_t div = p.divisor_override > 0 ? p.divisor_override : p.count_include_pad ? pool : (h1 - h0) * (w1 - w0);
+  if (h0 >= h1 || w0 >= w1) div = 0;  // empty window: output 0
+  return {h0, h1, w0, w1, div};
+}
+
+template <class T>
+void avg_pool2d_forward(const PoolArgs<T>& a) {
+  const PoolShape& p = a.s;
+  const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  for_planes(p.planes, OHW * p.kh * p.kw, [&](int64_t pl) {
+    const T* x = a.x + pl * HW;
+    T* y = a.y + pl * OHW;
+    for (int64_t oh = 0; oh < p.OH; ++oh)
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const AvgWindow w = avg_window(p, oh, ow);
+        if (w.div == 0) {
+          y[oh * p.OW + ow] = T(0);
+          continue;
+        }
+        double s = 0;
+        for (int64_t h = w.h0; h < w.h1; ++h) s += lane_sum(x + h * p.W + w.w0, w.w1 - w.w0);
+        y[oh * p.OW + ow] = T(s / double(w.div));
+      }
+  });
+}
+
+template <class T>
+void avg_pool2d_backward(const PoolArgs<T>& a) {
+  const PoolShape& p = a.s;
+  const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  for_planes(p.planes, OHW * p.kh * p.kw, [&](int64_t pl) {
+    T* dx = a.dx + pl * HW;
+    const T* dy = a.dy + pl * OHW;
+    std::fill(dx, dx + HW, T(0));
+    for (int64_t oh = 0; oh < p.OH; ++oh)
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        const AvgWindow w = avg_window(p, oh, ow);
+        if (w.div == 0) continue;
+        const T g = dy[oh * p.OW + ow] / T(w.div);
+        for (int64_t h = w.h0; h < w.h1; ++h)
+          for (int64_t j = w.w0; j < w.w1; ++j) dx[h * p.W + j] += g;
+      }
+  });
+}
+
+// ---- batch norm ---------------------------------------------------------------------------------
+// Channels split over threads; each channel is N planes of HW values.
+template <class T>
+void batch_norm_forward(const BatchNormArgs<T>& a) {
+  const int64_t N = a.N, C = a.C, HW = a.HW, M = N * HW;
+  for_planes(C, M * 3, [&](int64_t c) {
+    double mean, invstd;
+    if (a.training) {
+      double s = 0;
+      for (int64_t n = 0; n < N; ++n) s += lane_sum(a.x + (n * C + c) * HW, HW);
+      mean = M ? s / double(M) : 0.0;
+      double q = 0;
+      for (int64_t n = 0; n < N; ++n) q += lane_sq_centered(a.x + (n * C + c) * HW, T(mean), HW);
+      // exact centring: q above used mean rounded to T; correct by the rounding (sum (x - m')^2 = q - M (m - m')^2)
+      const double dm = mean - double(T(mean));
+      q = std::max(0.0, q - double(M) * dm * dm);
+      const double var = M ? q / double(M) : 0.0;
+      invstd = 1.0 / std::sqrt(var + a.eps);
+      a.save_mean[c] = T(mean);
+      a.save_invstd[c] = T(invstd);
+      if (a.running_mean) a.running_mean[c] = T((1.0 - a.momentum) * double(a.running_mean[c]) + a.momentum * mean);
+      if (a.running_var && M > 1)
+        a.running_var[c] = T((1.0 - a.momentum) * double(a.running_var[c]) + a.momentum * q / double(M - 1));
+    } else {
+      mean = double(a.running_mean[c]);
+      invstd = 1.0 / std::sqrt(double(a.running_var[c]) + a.eps);
+    }
+    const double wv = a.weight ? double(a.weight[c]) : 1.0;
+    const T scale = T(wv * invstd);
+    const T shift = T((a.bias ? double(a.bias[c]) : 0.0) - mean * wv * invstd);
+    const bool relu = a.act == Activation::relu;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* __restrict x = a.x + (n * C + c) * HW;
+      T* __restrict y = a.y + (n * C + c) * HW;
+      if (relu) {
+        for (int64_t i = 0; i < HW; ++i) {
+          const T v = x[i] * scale + shift;
+          y[i] = v > T(0) ? v : T(0);
+        }
+      } else {
+        for (int64_t i = 0; i < HW; ++i) y[i] = x[i] * scale + shift;
+      }
+    }
+  });
+}
+
+template <class T>
+void batch_norm_backward(const BatchNormArgs<T>& a) {
+  const int64_t N = a.N, C = a.C, HW = a.HW, M = N * HW;
+  for_planes(C, M * 3, [&](int64_t c) {
+    double mean, invstd;
+    if (a.training) {
+      mean = double(a.save_mean[c]);
+      invstd = double(a.save_invstd[c]);
+    } else {
+      mean = double(a.running_mean[c]);
+      invstd = 1.0 / std::sqrt(double(a.running_var[c]) + a.eps);
+    }
+    // g: dy, masked by the ReLU (written into dx, which is then rewritten in place)
+    const T* g0 = a.dy;
+    if (a.act == Activation::relu && a.dx) {
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t o = (n * C + c) * HW;
+        act_grad(Activation::relu, a.dy + o, a.y + o, a.dx + o, HW);
+      }
+      g0 = a.dx;
+    }
+    double sg = 0, sgx = 0;
+    const T tm = T(mean);
+    T* gbuf = nullptr;
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t o = (n * C + c) * HW;
+      const T* g = g0 + o;
+      if (a.act == Activation::relu && !a.dx) {  // no dx to use as scratch
+        gbuf = workspace<T>(1, size_t(HW));
+        act_grad(Activation::relu, a.dy + o, a.y + o, gbuf, HW);
+        g = gbuf;
+      }
+      sg += lane_sum(g, HW);
+      sgx += lane_dot_centered(g, a.x + o, tm, HW);
+    }
+    sgx += sg * (double(tm) - mean);  // centre on the exact mean
+    if (a.dbias) a.dbias[c] = T((a.accumulate ? double(a.dbias[c]) : 0.0) + sg);
+    if (a.dweight) a.dweight[c] = T((a.accumulate ? double(a.dweight[c]) : 0.0) + sgx * invstd);
+    if (!a.dx) return;
+    const double wv = a.weight ? double(a.weight[c]) : 1.0;
+    const double k = wv * invstd;
+    // training: dx = k (g - sg/M - (x - mean) invstd^2 sgx / M);  eval: dx = k g
+    const T ka = T(k);
+    const T kb = a.training && M ? T(-k * sg / double(M) + k * invstd * invstd * sgx / double(M) * mean) : T(0);
+    const T kx = a.training && M ? T(-k * invstd * invstd * sgx / double(M)) : T(0);
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t o = (n * C + c) * HW;
+      const T* g = g0 + o;  // may be dx itself (the ReLU-masked gradient)
+      const T* x = a.x + o;
+      T* dx = a.dx + o;
+      for (int64_t i = 0; i < HW; ++i) dx[i] = ka * g[i] + kx * x[i] + kb;
+    }
+  });
+}
+
+template <class T>
+ConvKernelSet<T> make_set() {
+  ConvKernelSet<T> s{};
+  s.conv2d_forward = &conv2d_forward<T>;
+  s.conv2d_backward = &conv2d_backward<T>;
+  s.max_pool2d_forward = &max_pool2d_forward<T>;
+  s.max_pool2d_backward = &max_pool2d_backward<T>;
+  s.avg_pool2d_forward = &avg_pool2d_forward<T>;
+  s.avg_pool2d_backward = &avg_pool2d_backward<T>;
+  s.batch_norm_forward = &batch_norm_forward<T>;
+  s.batch_norm_backward = &batch_norm_backward<T>;
+  return s;
+}
+
+}  // namespace
+
+void fill_conv_kernels(CpuKernels& k) {
+  k.conv_f32 = make_set<float>();
+  k.conv_f64 = make_set<double>();
+}
+
+}  // namespace FL_ISA_NS
+}  // namespace fl
