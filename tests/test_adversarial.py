@@ -6,6 +6,7 @@ import fusedlearn as fl
 from fusedlearn import nn
 from fusedlearn.data.augment import RandomShiftRotate, shift_rotate
 from fusedlearn.train import AdversarialFeatures, augmented, kl_divergence
+from test_nn_gradcheck import _numgrad, _sample
 
 
 def _mlp(dtype=np.float64, act="tanh", seed=0, width=16):
@@ -74,18 +75,11 @@ def test_adversarial_loss_gradients_match_finite_differences(k):
         return ce(g(h), y)[0] + 0.7 * ce(g(h + r), y)[0]
 
     assert objective() == pytest.approx(value, rel=1e-12)
-    step = 1e-6
+    rng = np.random.default_rng(0)
     for name, p in model.named_parameters():
-        flat = p.data.reshape(-1)
-        for i in np.random.default_rng(0).choice(flat.size, size=min(6, flat.size), replace=False):
-            old = flat[i]
-            flat[i] = old + step
-            up = objective()
-            flat[i] = old - step
-            down = objective()
-            flat[i] = old
-            fd = (up - down) / (2 * step)
-            assert analytic[name].reshape(-1)[i] == pytest.approx(fd, rel=1e-6, abs=1e-9), (name, i)
+        idx = _sample(p.data.shape, rng, k=6)
+        fd = _numgrad(objective, p.data, idx)
+        np.testing.assert_allclose([analytic[name][i] for i in idx], fd, rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 def test_power_iteration_leaves_parameter_gradients_alone():
@@ -212,3 +206,17 @@ def test_bad_inputs_raise():
         shift_rotate(np.zeros((2, 4, 4)), np.zeros(2), np.zeros(2))
     with pytest.raises(TypeError, match="transform must be callable"):
         augmented(None)
+
+
+def test_small_data_example_quick_runs(tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__))))
+    r = subprocess.run([sys.executable, os.path.join(root, "examples", "small_data.py"), "--quick", "--workers", "1",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = (tmp_path / "small_data.md").read_text()
+    assert "(a) L2 vs layer-wise weight decay" in text and "| 100 |" in text
+    assert (tmp_path / "small_data.png").stat().st_size > 1000
