@@ -23,6 +23,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -261,7 +262,14 @@ def _half_data(ns, ref, adv):
     return rows
 
 
-def write_report(out: dict, cfg: dict, models: list, path_md: Path, path_png: Path, wall: float, quick: bool):
+def _cfg_from_json(settings: dict) -> dict:
+    """Settings as saved (JSON turned tuples into lists and int keys stay str keys)."""
+    return {k: ({kk: tuple(vv) for kk, vv in v.items()} if isinstance(v, dict) and k.endswith("sizes") else v)
+            for k, v in settings.items()}
+
+
+def write_report(out: dict, cfg: dict, models: list, path_md: Path, path_png: Path, wall: float, quick: bool,
+                 cpu=None):
     res = out["results"]
     lines = ["# Small-data training: layer-wise weight decay and adversarial feature generation", ""]
     if quick:
@@ -359,7 +367,9 @@ def write_report(out: dict, cfg: dict, models: list, path_md: Path, path_png: Pa
               "of the weight layers after the first. (b) uses L2 at its tuned λ* for all four variants; "
               "eps and the augmentation ranges were fixed, not tuned.",
               f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; fusedlearn "
-              f"{fl.__version__}, ISA {fl.get_isa()}, 1 thread per worker. Wall time of this run: {wall / 60:.1f} min.",
+              f"{fl.__version__}, ISA {fl.get_isa()}, 1 thread per worker. Wall time of this run: {wall / 60:.1f} min"
+              + (f", CPU time {cpu / 60:.1f} min (so {cpu / 120:.1f} min on 2 otherwise idle cores)" if cpu else "")
+              + ".",
               ""]
     path_md.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines)
@@ -382,6 +392,7 @@ def plot(res, cfg, models, path):
             ax.errorbar(ns, mean, yerr=std, marker="o", ms=3, capsize=2, label=lab,
                         ls="--" if lab == "layer-wise WD" else "-")
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(ns)
         ax.set_xticklabels([str(n) for n in ns])
         ax.set_xlabel("training samples")
@@ -400,7 +411,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="output directory (default docs/results)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--models", default="auto", help="'mlp', 'cnn', 'mlp,cnn' or 'auto' (CNN when fl.nn.Conv2d exists)")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="rewrite the report and plot from a saved small_data.json instead of training")
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        out_dir = args.out or args.from_json.parent
+        cfg = _cfg_from_json(saved["settings"])
+        if "sizes_data" not in saved:  # written by an older version of this script
+            data = load_data(cfg)
+            saved["sizes_data"] = {ds: dict(pool=int(len(d["pool"])), val=int(len(d["yval"])), test=int(len(d["yte"])))
+                                   for ds, d in data.items()}
+        write_report(saved, cfg, saved["models"], out_dir / "small_data.md", out_dir / "small_data.png",
+                     saved["wall_seconds"], bool(saved.get("quick", False)), saved.get("cpu_seconds"))
+        print(f"rewrote {out_dir / 'small_data.md'} from {args.from_json}")
+        return 0
     cfg = QUICK if args.quick else FULL
     models = (["mlp", "cnn"] if has_cnn() else ["mlp"]) if args.models == "auto" else args.models.split(",")
     if args.quick and args.models == "auto":
@@ -411,12 +436,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     out = experiment(cfg, max(1, args.workers), models)
     wall = time.perf_counter() - t0
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
     md, png = out_dir / "small_data.md", out_dir / "small_data.png"
-    write_report(out, cfg, models, md, png, wall, args.quick)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "small_data.json", "w") as f:
         json.dump({"settings": {k: v for k, v in cfg.items()}, "models": models, "wall_seconds": wall,
-                   "chosen": out["chosen"], "tuning": out["tuning"], "results": out["results"]}, f, indent=1,
-                  default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+                   "cpu_seconds": cpu, "quick": args.quick, "chosen": out["chosen"],
+                   "sizes_data": out["sizes_data"], "tuning": out["tuning"], "results": out["results"]},
+                  f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    write_report(out, cfg, models, md, png, wall, args.quick, cpu)
     print(f"wrote {md}, {png} ({wall:.0f} s)")
     return 0
 
