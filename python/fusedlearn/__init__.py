@@ -15,6 +15,7 @@ __all__ = [
     "__version__", "build_info", "set_num_threads", "get_num_threads", "set_isa", "get_isa",
     "functional", "optim",
     "nn", "data", "train", "save", "load",
+    "regularize",
     "models",
 ]
 
@@ -70,3 +71,4 @@ from . import functional, optim  # noqa: E402
 from . import data, nn, train  # noqa: E402
 from . import models  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
+from . import regularize  # noqa: E402

@@ -13,7 +13,9 @@ from .dataset import ArrayDataset, as_dataset
 from .readers import read_cifar10_batch, read_idx
 from .sets import cifar10, digits, fashion_mnist, mnist
 from .sequences import adding_problem, batchify, char_text, copy_task, mackey_glass
+from . import augment
 
 __all__ = ["ArrayDataset", "as_dataset", "read_idx", "read_cifar10_batch", "digits", "fashion_mnist", "mnist",
            "cifar10"]
 __all__ += ["mackey_glass", "adding_problem", "copy_task", "char_text", "batchify"]
+__all__ += ["augment"]

@@ -5,7 +5,9 @@ from .callbacks import Callback, EarlyStopping, LambdaCallback
 from .history import plot_history, write_history
 from .loop import evaluate, fit, predict
 from .bptt import bptt_step, fit_sequences, train_tbptt
+from .adversarial import AdversarialFeatures, augmented, kl_divergence
 
 __all__ = ["fit", "evaluate", "predict", "Callback", "EarlyStopping", "LambdaCallback", "write_history",
            "plot_history"]
 __all__ += ["bptt_step", "fit_sequences", "train_tbptt"]
+__all__ += ["AdversarialFeatures", "augmented", "kl_divergence"]

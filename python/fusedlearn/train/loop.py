@@ -128,7 +128,7 @@ def _call(cbs, hook: str, *args) -> None:
 
 def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch_size: int, scheduler=None,
         callbacks=(), seed=0, progress: bool = True, history_path=None, plot_path=None, checkpoint_path=None,
-        resume: bool = False, shuffle: bool = True, drop_last: bool = False) -> dict:
+        resume: bool = False, shuffle: bool = True, drop_last: bool = False, objective=None) -> dict:
     """Train ``model`` for ``epochs`` epochs of mini-batches; returns the history.
 
     ``loss(pred, y)`` returns ``(loss, grad)``; each batch runs ``model(x)``,
@@ -148,6 +148,12 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
     val_accuracy, lr, time`` (accuracies are None for non-classifiers, val_*
     None without validation data).  ``history_path`` (``.csv`` / ``.json``) and
     ``plot_path`` (PNG) are written at the end.
+
+    ``objective`` replaces the forward / loss / backward of a batch (e.g.
+    :class:`AdversarialFeatures`, :func:`augmented`): after ``optimizer.zero_grad()``
+    it is called as ``out, value = objective(model, loss, xb, yb)``, must leave the
+    gradients in the parameters, and returns the output used for the accuracy and
+    the loss value logged; then ``optimizer.step()`` runs as usual.
     """
     epochs, batch_size = int(epochs), int(batch_size)
     if epochs < 0:
@@ -166,6 +172,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
             raise TypeError(f"fit: {cb!r} is not a callback")
     if resume and checkpoint_path is None:
         raise ValueError("fit: resume=True needs checkpoint_path")
+    if objective is not None and not callable(objective):
+        raise TypeError(f"fit: objective must be callable as objective(model, loss, xb, yb), got {objective!r}")
     plateau = scheduler is not None and type(scheduler).__name__ == "ReduceLROnPlateau"
 
     rng = np.random.default_rng(seed)
@@ -202,10 +210,14 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
         try:
             for b, (xb, yb) in enumerate(train.batches(batch_size, shuffle=shuffle, seed=rng,
                                                        drop_last=drop_last)):
-                out = model(xb)
-                value, grad = loss(out, yb)
-                optimizer.zero_grad()
-                model.backward(grad)
+                if objective is None:
+                    out = model(xb)
+                    value, grad = loss(out, yb)
+                    optimizer.zero_grad()
+                    model.backward(grad)
+                else:
+                    optimizer.zero_grad()
+                    out, value = objective(model, loss, xb, yb)
                 optimizer.step()
                 tally.add(value, out, yb)
                 running = tally.summary()
