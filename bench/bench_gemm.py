@@ -52,7 +52,7 @@ def cpu_mhz():
     return float("nan")
 
 
-def worker(nt, shapes, reps, target_s):
+def worker(nt, shapes, reps, target_s, clock="wall"):
     import numpy as np
     import torch
 
@@ -60,6 +60,7 @@ def worker(nt, shapes, reps, target_s):
 
     fl.set_num_threads(nt)
     torch.set_num_threads(nt)
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     F = fl.functional
     rng = np.random.default_rng(0)
 
@@ -67,17 +68,17 @@ def worker(nt, shapes, reps, target_s):
         # calls per sample so that one sample takes ~target_s
         for f in fns.values():
             f()
-        t0 = time.perf_counter()
+        t0 = now()
         next(iter(fns.values()))()
-        one = max(time.perf_counter() - t0, 1e-6)
+        one = max(now() - t0, 1e-6)
         inner = max(1, int(target_s / one))
         samples = {k: [] for k in fns}
         for _ in range(reps):
             for k, f in fns.items():
-                t0 = time.perf_counter()
+                t0 = now()
                 for _ in range(inner):
                     f()
-                samples[k].append((time.perf_counter() - t0) / inner)
+                samples[k].append((now() - t0) / inner)
         return {k: statistics.median(v) for k, v in samples.items()}
 
     for m, k, n in shapes:
@@ -113,13 +114,16 @@ def main():
     ap.add_argument("--target", type=float, default=0.02, help="seconds per timing sample")
     ap.add_argument("--quick", action="store_true", help="5 repetitions of ~10 ms")
     ap.add_argument("--json", default=None, help="write the raw results here")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: CPU time of the calling thread (time.thread_time), which other processes on a "
+                         "shared host do not inflate; only meaningful with --threads 1")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
         args.reps, args.target = 5, 0.01
     shapes = parse_shapes(args.shapes) if args.shapes else [(s, s, s) for s in SQUARE] + RNN
     if args.worker is not None:
-        worker(args.worker, shapes, args.reps, args.target)
+        worker(args.worker, shapes, args.reps, args.target, args.clock)
         return
 
     mhz = cpu_mhz()
@@ -133,7 +137,7 @@ def main():
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(nt)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(nt), "--reps", str(args.reps),
-               "--target", str(args.target), "--shapes", ",".join("x".join(map(str, s)) for s in shapes)]
+               "--target", str(args.target), "--clock", args.clock, "--shapes", ",".join("x".join(map(str, s)) for s in shapes)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         for line in proc.stdout:
             r = json.loads(line)
