@@ -98,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Run `fusedlearn COMMAND --help` for a command's options.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
-        "demo", help="train an MLP on the 8x8 digits with SDProp; print test accuracy and time, plot the curves",
+        "demo", help="train an MLP on the 8x8 digits with SDProp, then a LeNet-5 CNN on Fashion-MNIST; print "
+                "test accuracy and time, plot the curves",
         description="Train a 64-256-128-10 ReLU MLP on scikit-learn's bundled 8x8 digits (1438 train / 359 "
                     "test) with the SDProp optimizer and a cosine learning-rate schedule, showing a progress "
-                    "bar; print the test accuracy (about 97-98%%) and the wall time, and write the loss and "
-                    "accuracy curves to a PNG.")
+                    "bar; print the test accuracy (about 97-98%) and the wall time, and write the loss and "
+                    "accuracy curves to a PNG.  Then train LeNet-5 on Fashion-MNIST (Debian's dataset-fashion-mnist; "
+                    "a small CNN on the digits when it is absent) for --cnn-epochs epochs and print its test "
+                    "accuracy and time.")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     p.add_argument("--lr", type=float, default=3e-3, help="SDProp learning rate (default 3e-3)")
