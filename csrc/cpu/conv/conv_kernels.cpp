@@ -49,7 +49,7 @@ constexpr int64_t kColBudget = 256 << 10;
 // ---- per-thread workspaces, grown on demand and reused across calls -------------------
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> bufs[4];
+  thread_local std::vector<T> bufs[6];
   std::vector<T>& b = bufs[slot];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -176,9 +176,11 @@ inline void valid_range(int64_t off, int64_t stride, int64_t extent, int64_t cou
 
 // ---- im2col / col2im over a band of output rows [oh0, oh1) -------------------------------
 // col[(c*R + r)*S + s][(oh - oh0)*OW + ow] = x[c, oh*sh - ph + r*dh, ow*sw - pw + s*dw] (0 outside).
+// ld: distance between the rows of col (default: the band's width).
 template <class T>
-void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_t oh1, T* __restrict col) {
-  const int64_t ncol = (oh1 - oh0) * p.OW, Cg = p.Cg();
+void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_t oh1, T* __restrict col,
+                 int64_t ld = 0) {
+  const int64_t ncol = ld ? ld : (oh1 - oh0) * p.OW, Cg = p.Cg();
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = xg + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
@@ -209,8 +211,9 @@ void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_
 
 // dx[c, ih, iw] += col[...] for the taps im2col_band reads (the adjoint).
 template <class T>
-void col2im_band(const ConvShape& p, const T* __restrict col, int64_t oh0, int64_t oh1, T* __restrict dxg) {
-  const int64_t ncol = (oh1 - oh0) * p.OW, Cg = p.Cg();
+void col2im_band(const ConvShape& p, const T* __restrict col, int64_t oh0, int64_t oh1, T* __restrict dxg,
+                 int64_t ld = 0) {
+  const int64_t ncol = ld ? ld : (oh1 - oh0) * p.OW, Cg = p.Cg();
   for (int64_t c = 0; c < Cg; ++c) {
     T* dc = dxg + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
@@ -323,6 +326,91 @@ void conv_backward_image(const ConvArgs<T>& a, int64_t n, T* dw_part, T* db_part
   }
 }
 
+// ---- small images: one GEMM over a band of several images ----------------------------------
+// With few output positions per image (OH*OW < kSmallImage) a per-image GEMM
+// has a narrow B (e.g. 64 columns for 16x16 -> 8x8) and re-packs the whole
+// weight for each image.  Instead the im2col band holds the columns of
+// `imgs` consecutive images side by side ([CRS, imgs*OHW], image i at column
+// i*OHW), one GEMM computes [Kg, imgs*OHW] into a scratch with the bias and
+// activation in its epilogue, and each image's rows are copied into y (a
+// [K, imgs*OHW] result is not a 2-D view of NCHW; the copy is one pass over
+// the output against 2*CRS flops per element).  Backward gathers the
+// (activation-masked) output gradient of the band the same way, then
+// dw += gy_band @ col^T (one GEMM with a longer inner dimension) and
+// dcol = w^T @ gy_band, scattered per image by col2im.
+constexpr int64_t kSmallImage = 256;
+// Target columns per band and the cap on the band's bytes.
+constexpr int64_t kBandCols = 256;  // 256 / 512 / 1024 measured alike; 256 best for LeNet
+constexpr int64_t kBandBudget = 1 << 20;
+
+// Images per band (>= 2 to use this path), so that each of nt threads gets work.
+template <class T>
+int64_t band_images(const ConvShape& p, int nt) {
+  const int64_t OHW = p.OH * p.OW;
+  if (is_pointwise(p) || OHW >= kSmallImage || p.N < 2) return 1;
+  const int64_t img_bytes = p.Cg() * p.R * p.S * OHW * int64_t(sizeof(T));
+  int64_t imgs = std::max<int64_t>(1, (kBandCols + OHW - 1) / OHW);
+  imgs = std::min(imgs, std::max<int64_t>(1, kBandBudget / std::max<int64_t>(img_bytes, 1)));
+  imgs = std::min(imgs, (p.N + nt - 1) / nt);
+  return std::max<int64_t>(1, imgs);
+}
+
+// Images [n0, n0 + imgs).
+template <class T>
+void conv_forward_images(const ConvArgs<T>& a, int64_t n0, int64_t imgs) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int64_t nc = imgs * OHW;
+  T* col = workspace<T>(0, size_t(CRS * nc));
+  T* out = workspace<T>(4, size_t(Kg * nc));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t i = 0; i < imgs; ++i) im2col_band(p, a.x + ((n0 + i) * p.C + g * Cg) * HW, 0, p.OH, col + i * OHW, nc);
+    GemmArgs<T> ga = conv_gemm<T>(Kg, nc, CRS, false, a.w + g * Kg * CRS, CRS, false, col, nc, out, nc, T(0));
+    if (a.bias) {
+      ga.bias = a.bias + g * Kg;
+      ga.bias_axis = BiasAxis::per_row;
+    }
+    ga.act = a.act;
+    gemm(ga);
+    for (int64_t i = 0; i < imgs; ++i) {
+      T* yg = a.y + ((n0 + i) * p.K + g * Kg) * OHW;
+      for (int64_t k = 0; k < Kg; ++k) std::memcpy(yg + k * OHW, out + k * nc + i * OHW, size_t(OHW) * sizeof(T));
+    }
+  }
+}
+
+template <class T>
+void conv_backward_images(const ConvArgs<T>& a, int64_t n0, int64_t imgs, T* dw_part, T* db_part) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int64_t nc = imgs * OHW;
+  if (a.dx) std::fill(a.dx + n0 * p.C * HW, a.dx + (n0 + imgs) * p.C * HW, T(0));
+  T* gyb = workspace<T>(4, size_t(Kg * nc));
+  T* col = dw_part ? workspace<T>(0, size_t(CRS * nc)) : nullptr;
+  T* dcol = a.dx ? workspace<T>(2, size_t(CRS * nc)) : nullptr;
+  for (int64_t g = 0; g < p.groups; ++g) {
+    // gy of the band, [Kg, imgs*OHW], through the activation's derivative
+    for (int64_t i = 0; i < imgs; ++i) {
+      const int64_t off = ((n0 + i) * p.K + g * Kg) * OHW;
+      for (int64_t k = 0; k < Kg; ++k)
+        act_grad(a.act, a.dy + off + k * OHW, a.y ? a.y + off + k * OHW : a.dy + off + k * OHW,
+                 gyb + k * nc + i * OHW, OHW);
+    }
+    if (db_part)
+      for (int64_t k = 0; k < Kg; ++k) db_part[g * Kg + k] += T(lane_sum(gyb + k * nc, nc));
+    if (dw_part) {
+      for (int64_t i = 0; i < imgs; ++i)
+        im2col_band(p, a.x + ((n0 + i) * p.C + g * Cg) * HW, 0, p.OH, col + i * OHW, nc);
+      gemm(conv_gemm<T>(Kg, CRS, nc, false, gyb, nc, true, col, nc, dw_part + g * Kg * CRS, CRS, T(1)));
+    }
+    if (a.dx) {
+      gemm(conv_gemm<T>(CRS, nc, Kg, true, a.w + g * Kg * CRS, CRS, false, gyb, nc, dcol, nc, T(0)));
+      for (int64_t i = 0; i < imgs; ++i)
+        col2im_band(p, dcol + i * OHW, 0, p.OH, a.dx + ((n0 + i) * p.C + g * Cg) * HW, nc);
+    }
+  }
+}
+
 // ---- depthwise: direct kernels ----------------------------------------------------------------
 // One output plane k (input plane k / Kg): y = act(b + sum_{r,s} w[r,s] * shifted x rows).
 template <class T>
@@ -423,6 +511,16 @@ void conv2d_forward(const ConvArgs<T>& a) {
     });
     return;
   }
+  const int64_t imgs = band_images<T>(p, team_size(p.N));
+  if (imgs > 1) {
+    const int64_t bands = (p.N + imgs - 1) / imgs;
+    std::atomic<int64_t> next{0};
+    run_team(conv_team(p, bands), [&](int, int) {
+      for (int64_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < bands;)
+        conv_forward_images(a, b * imgs, std::min(imgs, p.N - b * imgs));
+    });
+    return;
+  }
   std::atomic<int64_t> next{0};
   run_team(conv_team(p, p.N), [&](int, int) {
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) conv_forward_image(a, n);
@@ -443,7 +541,8 @@ void conv2d_backward(const ConvArgs<T>& a) {
     return;
   }
   const bool dwise = is_depthwise(p);
-  const int64_t items = dwise ? p.N * p.C : p.N;
+  const int64_t imgs = dwise ? 1 : band_images<T>(p, team_size(p.N));
+  const int64_t items = dwise ? p.N * p.C : (p.N + imgs - 1) / imgs;
   const int nt = conv_team(p, items);
   // Each thread sums its images' dw / db into its own buffer, published here;
   // after a barrier the threads add all buffers into dw / db, each a slice.
@@ -461,6 +560,8 @@ void conv2d_backward(const ConvArgs<T>& a) {
       for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
         if (dwise)
           dw_backward_plane(a, i / p.C, i % p.C, dwp, dbp);
+        else if (imgs > 1)
+          conv_backward_images(a, i * imgs, std::min(imgs, p.N - i * imgs), dwp, dbp);
         else
           conv_backward_image(a, i, dwp, dbp);
       }
