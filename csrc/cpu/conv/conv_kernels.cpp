@@ -30,6 +30,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <type_traits>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
@@ -598,10 +599,80 @@ void for_planes(int64_t planes, int64_t work_per_plane, Body&& body) {
   });
 }
 
+// One window tap over a run of n outputs (input stride SW, or sw when SW is 0):
+// best = max(best, x) with NaN winning, tap = t where x won.  Kept apart with
+// restrict pointers and not inlined: inlined into the tap loop, GCC fuses the
+// taps and keeps the branches instead of vectorising (compares and blends).
+template <class T, int SW>
+__attribute__((noinline)) void max_tap(const T* __restrict xt, T* __restrict best, int32_t* __restrict tap, int64_t n, int64_t sw, int32_t t) {
+  const int64_t st = SW > 0 ? SW : sw;
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = xt[j * st], b = best[j];
+    const bool take = (v > b) | (v != v);
+    best[j] = take ? v : b;
+    tap[j] = take ? t : tap[j];
+  }
+}
+
 template <class T>
 void max_pool2d_forward(const PoolArgs<T>& a) {
   const PoolShape& p = a.s;
   const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  // Windows that never leave the image (no padding, dilation 1, the common
+  // 2x2 / stride 2): no clipping, a branch-free running maximum.  Same result
+  // as the general loop: the first maximum wins, a NaN (the last one) propagates.
+  const bool inside = p.pad_h == 0 && p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 && p.OH > 0 && p.OW > 0 &&
+                      (p.OH - 1) * p.stride_h + p.kh <= p.H && (p.OW - 1) * p.stride_w + p.kw <= p.W;
+  if (inside) {
+    // Runs of up to kRun outputs of a row, one window tap at a time over the
+    // run: the selects then become blends (random data would mispredict a
+    // branch per compare); the winning tap is kept as int32 (float-width lanes)
+    // and turned into the flat index at the end.
+    constexpr int64_t kRun = 64;
+    std::vector<int64_t> toff(size_t(p.kh * p.kw));
+    for (int64_t r = 0; r < p.kh; ++r)
+      for (int64_t s = 0; s < p.kw; ++s) toff[size_t(r * p.kw + s)] = r * p.W + s;
+    // the stride as a compile-time constant for the usual 1 and 2, so the
+    // run loops vectorise (strided loads become shuffles, selects blends)
+    auto pool = [&](auto sw_c) {
+    const int64_t sw = decltype(sw_c)::value > 0 ? int64_t(decltype(sw_c)::value) : p.stride_w;
+    for_planes(p.planes, OHW * p.kh * p.kw, [&](int64_t pl) {
+      const T* __restrict x = a.x + pl * HW;
+      T* __restrict y = a.y + pl * OHW;
+      int64_t* __restrict ix = a.indices + pl * OHW;
+      T best[kRun];
+      int32_t tap[kRun];
+      for (int64_t oh = 0; oh < p.OH; ++oh) {
+        for (int64_t ow0 = 0; ow0 < p.OW; ow0 += kRun) {
+          const int64_t n = std::min(kRun, p.OW - ow0), base = oh * p.stride_h * p.W + ow0 * sw;
+          const T* __restrict x0 = x + base;
+          for (int64_t j = 0; j < n; ++j) {
+            best[j] = x0[j * sw];
+            tap[j] = 0;
+          }
+          for (int32_t t = 1; t < int32_t(p.kh * p.kw); ++t) {
+            const T* __restrict xt = x0 + toff[size_t(t)];
+            max_tap<T, decltype(sw_c)::value>(xt, best, tap, n, sw, t);
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            y[oh * p.OW + ow0 + j] = best[j];
+            ix[oh * p.OW + ow0 + j] = base + j * sw + toff[size_t(tap[j])];
+          }
+        }
+      }
+    });
+    };
+    if (p.stride_w == 2)
+      pool(std::integral_constant<int, 2>());
+    else if (p.stride_w == 1)
+      pool(std::integral_constant<int, 1>());
+    else
+      pool(std::integral_constant<int, 0>());
+    return;
+  }
+  // general windows: the column ranges are the same for every row and plane
+  std::vector<int64_t> wr(size_t(2 * p.OW));
+  for (int64_t ow = 0; ow < p.OW; ++ow) valid_range(ow * p.stride_w - p.pad_w, p.dil_w, p.W, p.kw, wr[2 * ow], wr[2 * ow + 1]);
   for_planes(p.planes, OHW * p.kh * p.kw, [&](int64_t pl) {
     const T* x = a.x + pl * HW;
     T* y = a.y + pl * OHW;
@@ -612,8 +683,7 @@ void max_pool2d_forward(const PoolArgs<T>& a) {
       valid_range(h0, p.dil_h, p.H, p.kh, hlo, hhi);
       for (int64_t ow = 0; ow < p.OW; ++ow) {
         const int64_t w0 = ow * p.stride_w - p.pad_w;
-        int64_t wlo, whi;
-        valid_range(w0, p.dil_w, p.W, p.kw, wlo, whi);
+        const int64_t wlo = wr[2 * ow], whi = wr[2 * ow + 1];
         T best = -std::numeric_limits<T>::infinity();
         int64_t bi = (h0 + hlo * p.dil_h) * p.W + (w0 + wlo * p.dil_w);
         for (int64_t r = hlo; r < hhi; ++r) {
