@@ -22,6 +22,11 @@
 //    Backward builds the same band once and uses it twice: dw += g_y band @
 //    band^T (each thread accumulates its own dw, summed at the end, so images
 //    stay independent) and dcol = w^T @ g_y band, scattered back by col2im.
+//  * small output images (OH*OW < 256, e.g. 16x16 -> 8x8 at stride 2, or
+//    LeNet's 10x10): the band spans several whole images (~256 columns), so
+//    one GEMM per band packs the weight once for all of them and gets a wide
+//    B; the outputs go through a small scratch (see conv_forward_images).
+//    Threads then take bands instead of images.
 //  With one image (or one thread) the image loop runs inline and the GEMM
 //  splits its own work over the threads instead.
 #include <algorithm>
