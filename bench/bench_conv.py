@@ -6,7 +6,9 @@ batch 128 on 1x28x28 and of the small ResNet (ResNet-8) at batch 64 on 3x32x32, 
 architecture in torch.  Medians of repeated runs at 1 and 2 threads (fl.set_num_threads +
 torch.set_num_threads); ratio = torch time / ours (> 1: we are faster).
 
-    PYTHONPATH=python python3 bench/bench_conv.py [--repeat 15] [--threads 1 2]
+    PYTHONPATH=python python3 bench/bench_conv.py [--repeat 15] [--threads 1 2] [--clock wall|cpu]
+
+Ours and torch's calls alternate within each repetition.
 """
 from __future__ import annotations
 
@@ -24,15 +26,21 @@ LAYERS = [  # (N, C, H, W) -> K channels, 3x3, stride, pad 1
 ]
 
 
-def median_time(fn, repeat, warmup=2):
+CLOCK = time.perf_counter  # --clock cpu: time.thread_time
+
+
+def median_pair(ours, theirs, repeat, warmup=2):
+    """Medians of ``repeat`` runs of each; ours and theirs alternate within each repetition."""
     for _ in range(warmup):
-        fn()
-    ts = []
+        ours()
+        theirs()
+    to, tt = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+        for fn, ts in ((ours, to), (theirs, tt)):
+            t = CLOCK()
+            fn()
+            ts.append(CLOCK() - t)
+    return float(np.median(to)), float(np.median(tt))
 
 
 def bench_layers(torch, repeat):
@@ -65,7 +73,7 @@ def bench_layers(torch, repeat):
 
         name = f"{(n, c, h, w)}->{k} s{s}"
         for what, o, t in (("fwd", ours_f, torch_f), ("fwd+bwd", ours_fb, torch_fb)):
-            to, tt = median_time(o, repeat), median_time(t, repeat)
+            to, tt = median_pair(o, t, repeat)
             rows.append((name, what, to, tt))
     return rows
 
@@ -126,7 +134,7 @@ def bench_steps(torch, repeat):
             tloss(theirs(tx), ty).backward()
             topt.step()
 
-        rows.append((name, "train step", median_time(ours_step, repeat), median_time(torch_step, repeat)))
+        rows.append((name, "train step", *median_pair(ours_step, torch_step, repeat)))
     return rows
 
 
@@ -134,7 +142,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: this thread's CPU time (time.thread_time), robust to other processes on a "
+                         "shared machine; meaningful at 1 thread only")
     args = ap.parse_args()
+    global CLOCK
+    if args.clock == "cpu":
+        CLOCK = time.thread_time
     import torch
 
     print(f"fusedlearn {fl.__version__} isa={fl.get_isa()}  torch {torch.__version__} "

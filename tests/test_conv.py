@@ -83,6 +83,34 @@ def test_conv2d_threads(case, threads):
     _check(case, np.float32, "relu")
 
 
+# Small output images (OH*OW < 256) run one GEMM over a band of several images
+# (about 256 columns per band): batches whose last band is partial, a single
+# image left over, groups, dilation, strides.
+MULTI_IMAGE = [
+    (7, 4, 9, 8, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # 72 columns/image: bands of 4, 4 + 3
+    (19, 6, 10, 10, 6, (3, 3), (2, 2), (1, 1), (2, 2), 3),   # 16 columns/image: bands of 16, 16 + 3; groups, dilation
+    (9, 2, 12, 12, 3, (3, 2), (1, 1), (0, 1), (1, 1), 1),    # 130 columns/image: bands of 2, last one image
+    (5, 4, 17, 16, 8, (3, 3), (2, 2), (1, 1), (1, 1), 2),    # 9x8 output, stride 2 (the 16x16 -> 8x8 shape)
+]
+
+
+@pytest.mark.parametrize("case", MULTI_IMAGE)
+def test_conv2d_multi_image_bands_every_isa(case, isa):
+    _check(case, np.float32)
+    _check(case, np.float32, "relu")
+
+
+@pytest.mark.parametrize("case", MULTI_IMAGE)
+@pytest.mark.parametrize("activation", [None, "tanh"])
+def test_conv2d_multi_image_bands_float64(case, activation):
+    _check(case, np.float64, activation)
+
+
+@pytest.mark.parametrize("case", MULTI_IMAGE)
+def test_conv2d_multi_image_bands_threads(case, threads):
+    _check(case, np.float32, "sigmoid")
+
+
 def test_conv2d_accumulate_and_partial_grads():
     case = CASES[1]
     _, _, _, _, _, _, st, pad, dil, groups = case

@@ -14,6 +14,10 @@ MAX_CASES = [
     ((1, 2, 11, 7), (3, 2), (2, 1), (1, 1), (2, 1), False),
     ((3, 5, 7), (2, 3), (3, 2), (1, 1), (1, 2), True),   # 3-D input
     ((2, 1, 5, 6), (5, 6), None, (2, 3), (1, 1), False),
+    # windows inside the image (no padding, dilation 1): the vectorised path
+    ((2, 2, 9, 150), (2, 2), None, (0, 0), (1, 1), False),   # odd height, rows of 75 outputs (runs of 64)
+    ((1, 3, 7, 8), (3, 3), (1, 1), (0, 0), (1, 1), False),   # stride 1, overlapping windows
+    ((2, 2, 11, 10), (2, 3), (3, 3), (0, 0), (1, 1), True),  # stride 3; ceil_mode whose windows stay inside
 ]
 AVG_CASES = [
     ((2, 3, 8, 8), (2, 2), None, (0, 0), False),
@@ -50,6 +54,26 @@ def test_max_pool_nan_propagates_and_float64():
     x[0, 0, 1, 0] = np.nan
     y = F.max_pool2d(x, 2)
     assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 1] == 15.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_ties_and_nan_inside_windows(dtype, isa):
+    # few distinct values: many ties, where the first maximum of the window (row-major) wins
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (2, 3, 10, 140)).astype(dtype)
+    for k, s in (((2, 2), None), ((3, 3), (1, 1)), ((2, 3), (3, 2))):
+        y, idx = F.max_pool2d(x, k, s, return_indices=True)
+        ry, ridx = max_pool_ref(x, k, s or k, (0, 0), (1, 1), False)
+        np.testing.assert_array_equal(y, ry.astype(dtype))
+        np.testing.assert_array_equal(idx, ridx)
+    # a NaN at every tap position of a 2x2 window propagates, and its index is reported
+    for r in range(2):
+        for c in range(2):
+            xn = x.copy()
+            xn[1, 2, 4 + r, 100 + c] = np.nan
+            y, idx = F.max_pool2d(xn, 2, return_indices=True)
+            assert np.isnan(y[1, 2, 2, 50]) and idx[1, 2, 2, 50] == (4 + r) * 140 + 100 + c
+            assert np.isnan(y).sum() == 1
 
 
 @pytest.mark.parametrize("case", AVG_CASES)

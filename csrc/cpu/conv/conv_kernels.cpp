@@ -22,6 +22,11 @@
 //    Backward builds the same band once and uses it twice: dw += g_y band @
 //    band^T (each thread accumulates its own dw, summed at the end, so images
 //    stay independent) and dcol = w^T @ g_y band, scattered back by col2im.
+//  * small output images (OH*OW < 256, e.g. 16x16 -> 8x8 at stride 2, or
+//    LeNet's 10x10): the band spans several whole images (~256 columns), so
+//    one GEMM per band packs the weight once for all of them and gets a wide
+//    B; the outputs go through a small scratch (see conv_forward_images).
+//    Threads then take bands instead of images.
 //  With one image (or one thread) the image loop runs inline and the GEMM
 //  splits its own work over the threads instead.
 #include <algorithm>
@@ -30,6 +35,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <type_traits>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
@@ -49,7 +55,7 @@ constexpr int64_t kColBudget = 256 << 10;
 // ---- per-thread workspaces, grown on demand and reused across calls -------------------
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> bufs[4];
+  thread_local std::vector<T> bufs[6];
   std::vector<T>& b = bufs[slot];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -176,9 +182,11 @@ inline void valid_range(int64_t off, int64_t stride, int64_t extent, int64_t cou
 
 // ---- im2col / col2im over a band of output rows [oh0, oh1) -------------------------------
 // col[(c*R + r)*S + s][(oh - oh0)*OW + ow] = x[c, oh*sh - ph + r*dh, ow*sw - pw + s*dw] (0 outside).
+// ld: distance between the rows of col (default: the band's width).
 template <class T>
-void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_t oh1, T* __restrict col) {
-  const int64_t ncol = (oh1 - oh0) * p.OW, Cg = p.Cg();
+void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_t oh1, T* __restrict col,
+                 int64_t ld = 0) {
+  const int64_t ncol = ld ? ld : (oh1 - oh0) * p.OW, Cg = p.Cg();
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = xg + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
@@ -209,8 +217,9 @@ void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_
 
 // dx[c, ih, iw] += col[...] for the taps im2col_band reads (the adjoint).
 template <class T>
-void col2im_band(const ConvShape& p, const T* __restrict col, int64_t oh0, int64_t oh1, T* __restrict dxg) {
-  const int64_t ncol = (oh1 - oh0) * p.OW, Cg = p.Cg();
+void col2im_band(const ConvShape& p, const T* __restrict col, int64_t oh0, int64_t oh1, T* __restrict dxg,
+                 int64_t ld = 0) {
+  const int64_t ncol = ld ? ld : (oh1 - oh0) * p.OW, Cg = p.Cg();
   for (int64_t c = 0; c < Cg; ++c) {
     T* dc = dxg + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
@@ -323,6 +332,91 @@ void conv_backward_image(const ConvArgs<T>& a, int64_t n, T* dw_part, T* db_part
   }
 }
 
+// ---- small images: one GEMM over a band of several images ----------------------------------
+// With few output positions per image (OH*OW < kSmallImage) a per-image GEMM
+// has a narrow B (e.g. 64 columns for 16x16 -> 8x8) and re-packs the whole
+// weight for each image.  Instead the im2col band holds the columns of
+// `imgs` consecutive images side by side ([CRS, imgs*OHW], image i at column
+// i*OHW), one GEMM computes [Kg, imgs*OHW] into a scratch with the bias and
+// activation in its epilogue, and each image's rows are copied into y (a
+// [K, imgs*OHW] result is not a 2-D view of NCHW; the copy is one pass over
+// the output against 2*CRS flops per element).  Backward gathers the
+// (activation-masked) output gradient of the band the same way, then
+// dw += gy_band @ col^T (one GEMM with a longer inner dimension) and
+// dcol = w^T @ gy_band, scattered per image by col2im.
+constexpr int64_t kSmallImage = 256;
+// Target columns per band and the cap on the band's bytes.
+constexpr int64_t kBandCols = 256;  // 256 / 512 / 1024 measured alike; 256 best for LeNet
+constexpr int64_t kBandBudget = 1 << 20;
+
+// Images per band (>= 2 to use this path), so that each of nt threads gets work.
+template <class T>
+int64_t band_images(const ConvShape& p, int nt) {
+  const int64_t OHW = p.OH * p.OW;
+  if (is_pointwise(p) || OHW >= kSmallImage || p.N < 2) return 1;
+  const int64_t img_bytes = p.Cg() * p.R * p.S * OHW * int64_t(sizeof(T));
+  int64_t imgs = std::max<int64_t>(1, (kBandCols + OHW - 1) / OHW);
+  imgs = std::min(imgs, std::max<int64_t>(1, kBandBudget / std::max<int64_t>(img_bytes, 1)));
+  imgs = std::min(imgs, (p.N + nt - 1) / nt);
+  return std::max<int64_t>(1, imgs);
+}
+
+// Images [n0, n0 + imgs).
+template <class T>
+void conv_forward_images(const ConvArgs<T>& a, int64_t n0, int64_t imgs) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int64_t nc = imgs * OHW;
+  T* col = workspace<T>(0, size_t(CRS * nc));
+  T* out = workspace<T>(4, size_t(Kg * nc));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t i = 0; i < imgs; ++i) im2col_band(p, a.x + ((n0 + i) * p.C + g * Cg) * HW, 0, p.OH, col + i * OHW, nc);
+    GemmArgs<T> ga = conv_gemm<T>(Kg, nc, CRS, false, a.w + g * Kg * CRS, CRS, false, col, nc, out, nc, T(0));
+    if (a.bias) {
+      ga.bias = a.bias + g * Kg;
+      ga.bias_axis = BiasAxis::per_row;
+    }
+    ga.act = a.act;
+    gemm(ga);
+    for (int64_t i = 0; i < imgs; ++i) {
+      T* yg = a.y + ((n0 + i) * p.K + g * Kg) * OHW;
+      for (int64_t k = 0; k < Kg; ++k) std::memcpy(yg + k * OHW, out + k * nc + i * OHW, size_t(OHW) * sizeof(T));
+    }
+  }
+}
+
+template <class T>
+void conv_backward_images(const ConvArgs<T>& a, int64_t n0, int64_t imgs, T* dw_part, T* db_part) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, HW = p.H * p.W, OHW = p.OH * p.OW;
+  const int64_t nc = imgs * OHW;
+  if (a.dx) std::fill(a.dx + n0 * p.C * HW, a.dx + (n0 + imgs) * p.C * HW, T(0));
+  T* gyb = workspace<T>(4, size_t(Kg * nc));
+  T* col = dw_part ? workspace<T>(0, size_t(CRS * nc)) : nullptr;
+  T* dcol = a.dx ? workspace<T>(2, size_t(CRS * nc)) : nullptr;
+  for (int64_t g = 0; g < p.groups; ++g) {
+    // gy of the band, [Kg, imgs*OHW], through the activation's derivative
+    for (int64_t i = 0; i < imgs; ++i) {
+      const int64_t off = ((n0 + i) * p.K + g * Kg) * OHW;
+      for (int64_t k = 0; k < Kg; ++k)
+        act_grad(a.act, a.dy + off + k * OHW, a.y ? a.y + off + k * OHW : a.dy + off + k * OHW,
+                 gyb + k * nc + i * OHW, OHW);
+    }
+    if (db_part)
+      for (int64_t k = 0; k < Kg; ++k) db_part[g * Kg + k] += T(lane_sum(gyb + k * nc, nc));
+    if (dw_part) {
+      for (int64_t i = 0; i < imgs; ++i)
+        im2col_band(p, a.x + ((n0 + i) * p.C + g * Cg) * HW, 0, p.OH, col + i * OHW, nc);
+      gemm(conv_gemm<T>(Kg, CRS, nc, false, gyb, nc, true, col, nc, dw_part + g * Kg * CRS, CRS, T(1)));
+    }
+    if (a.dx) {
+      gemm(conv_gemm<T>(CRS, nc, Kg, true, a.w + g * Kg * CRS, CRS, false, gyb, nc, dcol, nc, T(0)));
+      for (int64_t i = 0; i < imgs; ++i)
+        col2im_band(p, dcol + i * OHW, 0, p.OH, a.dx + ((n0 + i) * p.C + g * Cg) * HW, nc);
+    }
+  }
+}
+
 // ---- depthwise: direct kernels ----------------------------------------------------------------
 // One output plane k (input plane k / Kg): y = act(b + sum_{r,s} w[r,s] * shifted x rows).
 template <class T>
@@ -423,6 +517,16 @@ void conv2d_forward(const ConvArgs<T>& a) {
     });
     return;
   }
+  const int64_t imgs = band_images<T>(p, team_size(p.N));
+  if (imgs > 1) {
+    const int64_t bands = (p.N + imgs - 1) / imgs;
+    std::atomic<int64_t> next{0};
+    run_team(conv_team(p, bands), [&](int, int) {
+      for (int64_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < bands;)
+        conv_forward_images(a, b * imgs, std::min(imgs, p.N - b * imgs));
+    });
+    return;
+  }
   std::atomic<int64_t> next{0};
   run_team(conv_team(p, p.N), [&](int, int) {
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) conv_forward_image(a, n);
@@ -443,7 +547,8 @@ void conv2d_backward(const ConvArgs<T>& a) {
     return;
   }
   const bool dwise = is_depthwise(p);
-  const int64_t items = dwise ? p.N * p.C : p.N;
+  const int64_t imgs = dwise ? 1 : band_images<T>(p, team_size(p.N));
+  const int64_t items = dwise ? p.N * p.C : (p.N + imgs - 1) / imgs;
   const int nt = conv_team(p, items);
   // Each thread sums its images' dw / db into its own buffer, published here;
   // after a barrier the threads add all buffers into dw / db, each a slice.
@@ -461,6 +566,8 @@ void conv2d_backward(const ConvArgs<T>& a) {
       for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
         if (dwise)
           dw_backward_plane(a, i / p.C, i % p.C, dwp, dbp);
+        else if (imgs > 1)
+          conv_backward_images(a, i * imgs, std::min(imgs, p.N - i * imgs), dwp, dbp);
         else
           conv_backward_image(a, i, dwp, dbp);
       }
@@ -497,10 +604,80 @@ void for_planes(int64_t planes, int64_t work_per_plane, Body&& body) {
   });
 }
 
+// One window tap over a run of n outputs (input stride SW, or sw when SW is 0):
+// best = max(best, x) with NaN winning, tap = t where x won.  Kept apart with
+// restrict pointers and not inlined: inlined into the tap loop, GCC fuses the
+// taps and keeps the branches instead of vectorising (compares and blends).
+template <class T, int SW>
+__attribute__((noinline)) void max_tap(const T* __restrict xt, T* __restrict best, int32_t* __restrict tap, int64_t n, int64_t sw, int32_t t) {
+  const int64_t st = SW > 0 ? SW : sw;
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = xt[j * st], b = best[j];
+    const bool take = (v > b) | (v != v);
+    best[j] = take ? v : b;
+    tap[j] = take ? t : tap[j];
+  }
+}
+
 template <class T>
 void max_pool2d_forward(const PoolArgs<T>& a) {
   const PoolShape& p = a.s;
   const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  // Windows that never leave the image (no padding, dilation 1, the common
+  // 2x2 / stride 2): no clipping, a branch-free running maximum.  Same result
+  // as the general loop: the first maximum wins, a NaN (the last one) propagates.
+  const bool inside = p.pad_h == 0 && p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 && p.OH > 0 && p.OW > 0 &&
+                      (p.OH - 1) * p.stride_h + p.kh <= p.H && (p.OW - 1) * p.stride_w + p.kw <= p.W;
+  if (inside) {
+    // Runs of up to kRun outputs of a row, one window tap at a time over the
+    // run: the selects then become blends (random data would mispredict a
+    // branch per compare); the winning tap is kept as int32 (float-width lanes)
+    // and turned into the flat index at the end.
+    constexpr int64_t kRun = 64;
+    std::vector<int64_t> toff(size_t(p.kh * p.kw));
+    for (int64_t r = 0; r < p.kh; ++r)
+      for (int64_t s = 0; s < p.kw; ++s) toff[size_t(r * p.kw + s)] = r * p.W + s;
+    // the stride as a compile-time constant for the usual 1 and 2, so the
+    // run loops vectorise (strided loads become shuffles, selects blends)
+    auto pool = [&](auto sw_c) {
+    const int64_t sw = decltype(sw_c)::value > 0 ? int64_t(decltype(sw_c)::value) : p.stride_w;
+    for_planes(p.planes, OHW * p.kh * p.kw, [&](int64_t pl) {
+      const T* __restrict x = a.x + pl * HW;
+      T* __restrict y = a.y + pl * OHW;
+      int64_t* __restrict ix = a.indices + pl * OHW;
+      T best[kRun];
+      int32_t tap[kRun];
+      for (int64_t oh = 0; oh < p.OH; ++oh) {
+        for (int64_t ow0 = 0; ow0 < p.OW; ow0 += kRun) {
+          const int64_t n = std::min(kRun, p.OW - ow0), base = oh * p.stride_h * p.W + ow0 * sw;
+          const T* __restrict x0 = x + base;
+          for (int64_t j = 0; j < n; ++j) {
+            best[j] = x0[j * sw];
+            tap[j] = 0;
+          }
+          for (int32_t t = 1; t < int32_t(p.kh * p.kw); ++t) {
+            const T* __restrict xt = x0 + toff[size_t(t)];
+            max_tap<T, decltype(sw_c)::value>(xt, best, tap, n, sw, t);
+          }
+          for (int64_t j = 0; j < n; ++j) {
+            y[oh * p.OW + ow0 + j] = best[j];
+            ix[oh * p.OW + ow0 + j] = base + j * sw + toff[size_t(tap[j])];
+          }
+        }
+      }
+    });
+    };
+    if (p.stride_w == 2)
+      pool(std::integral_constant<int, 2>());
+    else if (p.stride_w == 1)
+      pool(std::integral_constant<int, 1>());
+    else
+      pool(std::integral_constant<int, 0>());
+    return;
+  }
+  // general windows: the column ranges are the same for every row and plane
+  std::vector<int64_t> wr(size_t(2 * p.OW));
+  for (int64_t ow = 0; ow < p.OW; ++ow) valid_range(ow * p.stride_w - p.pad_w, p.dil_w, p.W, p.kw, wr[2 * ow], wr[2 * ow + 1]);
   for_planes(p.planes, OHW * p.kh * p.kw, [&](int64_t pl) {
     const T* x = a.x + pl * HW;
     T* y = a.y + pl * OHW;
@@ -511,8 +688,7 @@ void max_pool2d_forward(const PoolArgs<T>& a) {
       valid_range(h0, p.dil_h, p.H, p.kh, hlo, hhi);
       for (int64_t ow = 0; ow < p.OW; ++ow) {
         const int64_t w0 = ow * p.stride_w - p.pad_w;
-        int64_t wlo, whi;
-        valid_range(w0, p.dil_w, p.W, p.kw, wlo, whi);
+        const int64_t wlo = wr[2 * ow], whi = wr[2 * ow + 1];
         T best = -std::numeric_limits<T>::infinity();
         int64_t bi = (h0 + hlo * p.dil_h) * p.W + (w0 + wlo * p.dil_w);
         for (int64_t r = hlo; r < hhi; ++r) {
