@@ -45,22 +45,41 @@ def _zeros_like(x, shape):
     return out
 
 
+def _workspace(pool, name, x, shape):
+    """An uninitialised array for workspace `name`: the one kept in `pool` when
+    its shape and dtype fit (numpy only), else a new one, which is kept there."""
+    if pool is not None and isinstance(x, np.ndarray):
+        a = pool.get(name)
+        if isinstance(a, np.ndarray) and a.shape == shape and a.dtype == x.dtype:
+            return a
+        a = np.empty(shape, x.dtype)
+        pool[name] = a
+        return a
+    return _empty_like(x, shape)
+
+
 def rnn_forward(cell, x, w_ih, w_hh, b_ih=None, b_hh=None, *, peep=None, h0=None, c0=None, lengths=None,
-                reverse=False, y=None, y_offset=0):
+                reverse=False, y=None, y_offset=0, workspace=None):
     """Run one layer-direction over ``x`` ``[T, B, I]``.
 
     Writes the outputs into columns ``[y_offset, y_offset + H)`` of ``y``
     ``[T, B, Y]`` (allocated as ``[T, B, H]`` when not given) and returns
     ``(y, h_n, c_n, cache)``; ``c_n`` is None except for the LSTM.
+    ``workspace`` (optional dict, kept by the caller between calls): the
+    internal buffers (the gate buffer alone is ``T*B*G*H`` values) are taken
+    from it when their shapes fit and stored in it otherwise, which saves the
+    allocation -- and the kernel's zeroing of fresh pages -- on every call.  A
+    later forward with the same dict overwrites the buffers, so the cache of an
+    earlier call must not be used for a backward after it.
     """
     G = gate_count(cell)
     T, B, _ = x.shape
     H = w_hh.shape[1] if len(w_hh.shape) == 2 else 0
     ws = {
-        "gates": _empty_like(x, (T * B, G * H)),
-        "hs": _empty_like(x, ((T + 1) * B, H)),
-        "aux": _empty_like(x, ((T + 1 if cell == "lstm" else T) * B, H)),
-        "work": _empty_like(x, (B, G * H)),
+        "gates": _workspace(workspace, "gates", x, (T * B, G * H)),
+        "hs": _workspace(workspace, "hs", x, ((T + 1) * B, H)),
+        "aux": _workspace(workspace, "aux", x, ((T + 1 if cell == "lstm" else T) * B, H)),
+        "work": _workspace(workspace, "work", x, (B, G * H)),
     }
     if y is None:
         y = _empty_like(x, (T, B, H))

@@ -222,7 +222,7 @@ class _RNNBase(Module):
                     cell, inp, p["w_ih"].data, p["w_hh"].data,
                     None if p["b_ih"] is None else p["b_ih"].data, None if p["b_hh"] is None else p["b_hh"].data,
                     peep=peep, h0=None if h0 is None else h0[k], c0=None if c0 is None else c0[k],
-                    lengths=lengths, reverse=bool(d), y=y, y_offset=d * H)
+                    lengths=lengths, reverse=bool(d), y=y, y_offset=d * H, workspace=self._workspace(k))
                 h_n[k] = hn
                 if c_n is not None:
                     c_n[k] = cn
@@ -240,6 +240,12 @@ class _RNNBase(Module):
         self._ctx = dict(caches=caches, masks=masks, T=T, B=B, had_hx=had_hx, dtype=dtype)
         out = np.ascontiguousarray(inp.transpose(1, 0, 2)) if self.batch_first else inp
         return out, (h_n if c_n is None else (h_n, c_n))
+
+    def _workspace(self, k):
+        """The buffers layer-direction k reuses from one forward to the next (a
+        new forward invalidates the previous one's cache anyway)."""
+        pools = self.__dict__.setdefault("_workspaces", {})
+        return pools.setdefault(k, {})
 
     def _split_grad_hn(self, grad_h_n, shape, dtype):
         raise NotImplementedError
