@@ -721,6 +721,47 @@ void conv2d_forward(const ConvArgs<T>& a) {
   });
 }
 
+// The input gradient of a stride-1, dilation-1 convolution is itself a forward
+// convolution: dx = conv(g, w'), g = dy * act'(y) with K input channels, w'[c, k,
+// r, s] = w[k, c, R-1-r, S-1-s] (per group: [Cg, Kg, R, S]) and padding R-1-pad_h,
+// S-1-pad_w, which gives back H x W.  When that convolution qualifies for the
+// direct kernel (Kg*R*S small) this replaces the dcol GEMM (inner dimension
+// only Kg) and the col2im scatter, which dominated the backward pass of the
+// narrow ResNet layers.  Returns false (nothing done) when it does not apply.
+template <class T>
+bool direct_input_grad(const ConvArgs<T>& a, const T* g) {
+  const ConvShape& p = a.s;
+  if (!a.dx || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1 || p.pad_h > p.R - 1 ||
+      p.pad_w > p.S - 1 || is_pointwise(p) || is_depthwise(p))
+    return false;
+  ConvShape t = p;
+  t.C = p.K;
+  t.H = p.OH;
+  t.W = p.OW;
+  t.K = p.C;
+  t.OH = p.H;
+  t.OW = p.W;
+  t.pad_h = p.R - 1 - p.pad_h;
+  t.pad_w = p.S - 1 - p.pad_w;
+  if (!use_direct<T>(t)) return false;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), RS = p.R * p.S;
+  std::vector<T> wt(size_t(p.C * Kg * RS));
+  for (int64_t gr = 0; gr < p.groups; ++gr)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t c = 0; c < Cg; ++c) {
+        const T* src = a.w + ((gr * Kg + k) * Cg + c) * RS;
+        T* dst = wt.data() + ((gr * Cg + c) * Kg + k) * RS;
+        for (int64_t i = 0; i < RS; ++i) dst[i] = src[RS - 1 - i];
+      }
+  ConvArgs<T> ta;
+  ta.s = t;
+  ta.x = g;
+  ta.w = wt.data();
+  ta.y = a.dx;
+  direct_forward(ta);
+  return true;
+}
+
 template <class T>
 void conv2d_backward(const ConvArgs<T>& a) {
   const ConvShape& p = a.s;
@@ -733,6 +774,26 @@ void conv2d_backward(const ConvArgs<T>& a) {
   if (p.N == 0 || p.K == 0) {
     if (a.dx) std::fill(a.dx, a.dx + p.N * p.C * p.H * p.W, T(0));
     return;
+  }
+  if (a.dx) {
+    // g = dy * act'(y) once for the whole batch when there is an activation
+    std::vector<T> gbuf;
+    const T* g = a.dy;
+    const int64_t ysize = p.N * p.K * p.OH * p.OW;
+    if (a.act != Activation::identity && a.y) {
+      gbuf.resize(size_t(ysize));
+      act_grad(a.act, a.dy, a.y, gbuf.data(), ysize);
+      g = gbuf.data();
+    }
+    if (direct_input_grad(a, g)) {
+      if (!dw_out && !db_out) return;
+      ConvArgs<T> rest = a;  // the weight / bias gradients by the paths below
+      rest.dx = nullptr;
+      rest.dy = g;
+      rest.act = Activation::identity;
+      conv2d_backward(rest);
+      return;
+    }
   }
   const bool dwise = is_depthwise(p);
   const int64_t imgs = dwise ? 1 : band_images<T>(p, team_size(p.N));
