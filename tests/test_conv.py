@@ -111,8 +111,8 @@ def test_conv2d_multi_image_bands_threads(case, threads):
     _check(case, np.float32, "sigmoid")
 
 
-def test_conv2d_accumulate_and_partial_grads():
-    case = CASES[1]
+@pytest.mark.parametrize("case", [CASES[1], (2, 3, 7, 31, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1)])  # im2col; direct dx / dw
+def test_conv2d_accumulate_and_partial_grads(case):
     _, _, _, _, _, _, st, pad, dil, groups = case
     x, w, b, rng = _data(case, np.float64)
     y = F.conv2d(x, w, b, st, pad, dil, groups)
@@ -126,6 +126,8 @@ def test_conv2d_accumulate_and_partial_grads():
     np.testing.assert_allclose(gb1, gb0 + gb, rtol=1e-12)
     gx2, gw2, gb2 = F.conv2d_backward(gy, x, w, st, pad, dil, groups, weight_grad=False, bias_grad=False)
     assert gw2 is None and gb2 is None and gx2.shape == x.shape
+    gx3, _, _ = F.conv2d_backward(gy, x, w, st, pad, dil, groups)
+    np.testing.assert_allclose(gx2, gx3, rtol=1e-12)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], RANDOM[3]])

@@ -556,6 +556,11 @@ struct DirectVec {
   static void store(T* p, V a) {
     for (int i = 0; i < width; ++i) p[i] = a.v[i];
   }
+  static T hsum(V a) {
+    T r = 0;
+    for (int i = 0; i < width; ++i) r += a.v[i];
+    return r;
+  }
 };
 #if defined(FL_HAVE_SIMD)
 template <>
@@ -570,6 +575,7 @@ struct DirectVec<float> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a.v, b.v, c.v); }
 #endif
   static void store(float* p, V a) { SimdOps::store(p, a); }
+  static float hsum(V a) { return SimdOps::hsum(a); }
 };
 #endif
 
@@ -603,6 +609,18 @@ void direct_pack(const ConvArgs<T>& a, int KB, std::vector<T>& wpack, std::vecto
     }
 }
 
+// Input planes of group g of image n into the zero-bordered scratch [Cg, HP, WP].
+template <class T>
+void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* xpad, int64_t HP, int64_t WP) {
+  const int64_t Cg = p.Cg();
+  std::fill(xpad, xpad + Cg * HP * WP, T(0));
+  for (int64_t c = 0; c < Cg; ++c) {
+    const T* xc = x + ((n * p.C + g * Cg + c) * p.H) * p.W;
+    for (int64_t h = 0; h < p.H; ++h)
+      std::memcpy(xpad + (c * HP + h + p.pad_h) * WP + p.pad_w, xc + h * p.W, size_t(p.W) * sizeof(T));
+  }
+}
+
 template <class T, int KB, int SS>
 void direct_image(const ConvArgs<T>& a, int64_t n, const T* wpack, const T* bpack) {
   using D = DirectVec<T>;
@@ -616,12 +634,7 @@ void direct_image(const ConvArgs<T>& a, int64_t n, const T* wpack, const T* bpac
   for (int64_t cr = 0; cr < CR; ++cr) rowoff[cr] = ((cr / p.R) * HP + cr % p.R) * WP;
   T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
   for (int64_t g = 0; g < p.groups; ++g) {
-    std::fill(xpad, xpad + Cg * HP * WP, T(0));
-    for (int64_t c = 0; c < Cg; ++c) {
-      const T* xc = a.x + ((n * p.C + g * Cg + c) * p.H) * p.W;
-      for (int64_t h = 0; h < p.H; ++h)
-        std::memcpy(xpad + (c * HP + h + p.pad_h) * WP + p.pad_w, xc + h * p.W, size_t(p.W) * sizeof(T));
-    }
+    direct_pad_input(p, a.x, n, g, xpad, HP, WP);
     for (int64_t blk = 0; blk < bpg; ++blk) {
       const int64_t k0 = g * Kg + blk * KB, kb = std::min<int64_t>(KB, Kg - blk * KB);
       const T* wb = wpack + (g * bpg + blk) * CRS * KB;
@@ -721,6 +734,83 @@ void conv2d_forward(const ConvArgs<T>& a) {
   });
 }
 
+// Weight gradient of the convolutions the direct kernel computes (S = 3 or 5):
+// dw[k, c, r, s] += sum_{n, oh, ow} g[n, k, oh, ow] xpad[n, c, oh + r, ow + s].
+// Per image, block of KB output channels and input row (c, r): KB x S vector
+// accumulators along the width (12 with S = 3, 10 with S = 5), one load per
+// channel's g and per tap's x, reduced across lanes at the end.  g is copied
+// into [KB, OH, OWc] with zeros past OW (the chunks then need no tail).
+template <class T, int KB, int SS>
+void direct_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, T* dw_part) {
+  using D = DirectVec<T>;
+  using V = typename D::V;
+  constexpr int VW = D::width;
+  constexpr int64_t L = VW * kDirectNV;
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * SS, OHW = p.OH * p.OW;
+  const int64_t OWc = (p.OW + L - 1) / L * L, HP = p.H + 2 * p.pad_h, WP = OWc + SS - 1;
+  T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
+  T* gpad = workspace<T>(4, size_t(KB * p.OH * OWc));
+  for (int64_t gr = 0; gr < p.groups; ++gr) {
+    direct_pad_input(p, a.x, n, gr, xpad, HP, WP);
+    for (int64_t k0 = 0; k0 < Kg; k0 += KB) {
+      const int64_t kb = std::min<int64_t>(KB, Kg - k0);
+      std::fill(gpad, gpad + KB * p.OH * OWc, T(0));
+      for (int64_t i = 0; i < kb; ++i)
+        for (int64_t oh = 0; oh < p.OH; ++oh)
+          std::memcpy(gpad + (i * p.OH + oh) * OWc, g + (n * p.K + gr * Kg + k0 + i) * OHW + oh * p.OW,
+                      size_t(p.OW) * sizeof(T));
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t r = 0; r < p.R; ++r) {
+          V acc[KB][SS];
+          for (int i = 0; i < KB; ++i)
+            for (int j = 0; j < SS; ++j) acc[i][j] = D::set1(T(0));
+          for (int64_t oh = 0; oh < p.OH; ++oh) {
+            const T* xr = xpad + (c * HP + oh + r) * WP;
+            const T* gr0 = gpad + oh * OWc;
+            for (int64_t ow0 = 0; ow0 < OWc; ow0 += VW) {
+              V gv[KB];
+              for (int i = 0; i < KB; ++i) gv[i] = D::load(gr0 + i * p.OH * OWc + ow0);
+              for (int j = 0; j < SS; ++j) {
+                const V xv = D::load(xr + ow0 + j);
+                for (int i = 0; i < KB; ++i) acc[i][j] = D::fma(gv[i], xv, acc[i][j]);
+              }
+            }
+          }
+          for (int64_t i = 0; i < kb; ++i)
+            for (int j = 0; j < SS; ++j)
+              dw_part[(gr * Kg + k0 + i) * CRS + (c * p.R + r) * SS + j] += D::hsum(acc[i][j]);
+        }
+    }
+  }
+}
+
+template <class T>
+bool direct_dw_ok(const ConvShape& p) {
+  return use_direct<T>(p) && (p.S == 3 || p.S == 5);
+}
+
+// dw += the weight gradient over all images (direct_dw_ok): per-thread sums, added at the end.
+template <class T>
+void direct_weight_grad(const ConvArgs<T>& a, const T* g) {
+  const ConvShape& p = a.s;
+  const int64_t wsize = p.K * p.Cg() * p.R * p.S;
+  const int nt = conv_team(p, p.N);
+  std::vector<T> parts(size_t(nt * wsize), T(0));
+  std::atomic<int64_t> next{0};
+  run_team(nt, [&](int t, int) {
+    T* part = parts.data() + t * wsize;
+    for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) {
+      if (p.S == 3)
+        direct_dw_image<T, 4, 3>(a, g, n, part);
+      else
+        direct_dw_image<T, 2, 5>(a, g, n, part);
+    }
+  });
+  for (int t = 0; t < nt; ++t)
+    for (int64_t j = 0; j < wsize; ++j) a.dw[j] += parts[size_t(t * wsize + j)];
+}
+
 // The input gradient of a stride-1, dilation-1 convolution is itself a forward
 // convolution: dx = conv(g, w'), g = dy * act'(y) with K input channels, w'[c, k,
 // r, s] = w[k, c, R-1-r, S-1-s] (per group: [Cg, Kg, R, S]) and padding R-1-pad_h,
@@ -728,12 +818,8 @@ void conv2d_forward(const ConvArgs<T>& a) {
 // direct kernel (Kg*R*S small) this replaces the dcol GEMM (inner dimension
 // only Kg) and the col2im scatter, which dominated the backward pass of the
 // narrow ResNet layers.  Returns false (nothing done) when it does not apply.
-template <class T>
-bool direct_input_grad(const ConvArgs<T>& a, const T* g) {
-  const ConvShape& p = a.s;
-  if (!a.dx || p.stride_h != 1 || p.stride_w != 1 || p.dil_h != 1 || p.dil_w != 1 || p.pad_h > p.R - 1 ||
-      p.pad_w > p.S - 1 || is_pointwise(p) || is_depthwise(p))
-    return false;
+// The shape of that convolution (valid when direct_dx_ok).
+inline ConvShape transposed_shape(const ConvShape& p) {
   ConvShape t = p;
   t.C = p.K;
   t.H = p.OH;
@@ -743,7 +829,18 @@ bool direct_input_grad(const ConvArgs<T>& a, const T* g) {
   t.OW = p.W;
   t.pad_h = p.R - 1 - p.pad_h;
   t.pad_w = p.S - 1 - p.pad_w;
-  if (!use_direct<T>(t)) return false;
+  return t;
+}
+
+template <class T>
+bool direct_dx_ok(const ConvShape& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.pad_h <= p.R - 1 &&
+         p.pad_w <= p.S - 1 && !is_pointwise(p) && !is_depthwise(p) && use_direct<T>(transposed_shape(p));
+}
+
+template <class T>
+void direct_input_grad(const ConvArgs<T>& a, const T* g) {
+  const ConvShape& p = a.s;
   const int64_t Cg = p.Cg(), Kg = p.Kg(), RS = p.R * p.S;
   std::vector<T> wt(size_t(p.C * Kg * RS));
   for (int64_t gr = 0; gr < p.groups; ++gr)
@@ -754,12 +851,11 @@ bool direct_input_grad(const ConvArgs<T>& a, const T* g) {
         for (int64_t i = 0; i < RS; ++i) dst[i] = src[RS - 1 - i];
       }
   ConvArgs<T> ta;
-  ta.s = t;
+  ta.s = transposed_shape(p);
   ta.x = g;
   ta.w = wt.data();
   ta.y = a.dx;
   direct_forward(ta);
-  return true;
 }
 
 template <class T>
@@ -775,7 +871,8 @@ void conv2d_backward(const ConvArgs<T>& a) {
     if (a.dx) std::fill(a.dx, a.dx + p.N * p.C * p.H * p.W, T(0));
     return;
   }
-  if (a.dx) {
+  const bool ddx = a.dx && direct_dx_ok<T>(p), ddw = dw_out && direct_dw_ok<T>(p);
+  if (ddx || ddw) {
     // g = dy * act'(y) once for the whole batch when there is an activation
     std::vector<T> gbuf;
     const T* g = a.dy;
@@ -785,15 +882,16 @@ void conv2d_backward(const ConvArgs<T>& a) {
       act_grad(a.act, a.dy, a.y, gbuf.data(), ysize);
       g = gbuf.data();
     }
-    if (direct_input_grad(a, g)) {
-      if (!dw_out && !db_out) return;
-      ConvArgs<T> rest = a;  // the weight / bias gradients by the paths below
-      rest.dx = nullptr;
-      rest.dy = g;
-      rest.act = Activation::identity;
-      conv2d_backward(rest);
-      return;
-    }
+    if (ddx) direct_input_grad(a, g);
+    if (ddw) direct_weight_grad(a, g);
+    ConvArgs<T> rest = a;  // what is left, by the paths below (dw already zeroed / accumulated into)
+    rest.dx = ddx ? nullptr : a.dx;
+    rest.dw = ddw ? nullptr : a.dw;
+    rest.dy = g;
+    rest.act = Activation::identity;
+    rest.accumulate = true;  // dw / db were zeroed above when not accumulating
+    if (rest.dx || rest.dw || rest.db) conv2d_backward(rest);
+    return;
   }
   const bool dwise = is_depthwise(p);
   const int64_t imgs = dwise ? 1 : band_images<T>(p, team_size(p.N));
