@@ -111,8 +111,8 @@ def test_conv2d_multi_image_bands_threads(case, threads):
     _check(case, np.float32, "sigmoid")
 
 
-def test_conv2d_accumulate_and_partial_grads():
-    case = CASES[1]
+@pytest.mark.parametrize("case", [CASES[1], (2, 3, 7, 31, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1)])  # im2col; direct dx / dw
+def test_conv2d_accumulate_and_partial_grads(case):
     _, _, _, _, _, _, st, pad, dil, groups = case
     x, w, b, rng = _data(case, np.float64)
     y = F.conv2d(x, w, b, st, pad, dil, groups)
@@ -126,6 +126,8 @@ def test_conv2d_accumulate_and_partial_grads():
     np.testing.assert_allclose(gb1, gb0 + gb, rtol=1e-12)
     gx2, gw2, gb2 = F.conv2d_backward(gy, x, w, st, pad, dil, groups, weight_grad=False, bias_grad=False)
     assert gw2 is None and gb2 is None and gx2.shape == x.shape
+    gx3, _, _ = F.conv2d_backward(gy, x, w, st, pad, dil, groups)
+    np.testing.assert_allclose(gx2, gx3, rtol=1e-12)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], RANDOM[3]])
@@ -199,3 +201,49 @@ def test_conv2d_bad_inputs():
         F.conv2d(x, w, groups=2.0)
     with pytest.raises(TypeError, match="stride"):
         F.conv2d(x, w, stride=(1, 2, 3), groups=2)
+
+
+# Direct forward kernel (stride 1, dilation 1, Cg*R*S <= 320, chunks wasting at most a
+# quarter of the output row): odd widths (a partial last chunk), padding 0/1/2, C = 1
+# and 3, kernels 3 / 5 (unrolled) and 4 (generic), channel blocks of 4 with a partial
+# last block and of 3 (K = 6), groups, and a 288-tap reduction.
+DIRECT = [
+    (2, 3, 7, 31, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # OW 31, K 5: blocks 4 + 1
+    (2, 1, 6, 33, 6, (5, 5), (1, 1), (0, 0), (1, 1), 1),    # grey, 5x5, pad 0, OW 29, blocks of 3
+    (2, 3, 5, 27, 4, (5, 5), (1, 1), (2, 2), (1, 1), 1),    # pad 2, OW 27
+    (1, 3, 4, 29, 8, (3, 3), (1, 1), (0, 0), (1, 1), 1),    # pad 0, OW 27
+    (3, 4, 6, 29, 6, (3, 5), (1, 1), (1, 2), (1, 1), 2),    # groups, 3x5, blocks of 3
+    (2, 2, 5, 30, 3, (2, 4), (1, 1), (0, 1), (1, 1), 1),    # generic tap loop (S = 4), OW 29
+    (2, 32, 5, 32, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),   # 288 taps
+]
+
+
+@pytest.mark.parametrize("case", DIRECT)
+def test_conv2d_direct_every_isa(case, isa):
+    _check(case, np.float32)
+    _check(case, np.float32, "relu")
+
+
+@pytest.mark.parametrize("case", DIRECT)
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_conv2d_direct_float64(case, activation):
+    _check(case, np.float64, activation)
+
+
+@pytest.mark.parametrize("case", DIRECT[:3])
+def test_conv2d_direct_threads_no_bias(case, threads):
+    _, _, _, _, _, _, st, pad, dil, groups = case
+    x, w, _, _ = _data(case, np.float32)
+    ref, _ = conv2d_ref(x, w, None, st, pad, dil, groups)
+    np.testing.assert_allclose(F.conv2d(x, w, None, st, pad, dil, groups, activation="tanh"), np.tanh(ref),
+                               rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("case", DIRECT[:2] + [(4, 3, 32, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1)])
+def test_conv2d_direct_vs_torch(case):
+    torch = pytest.importorskip("torch")
+    _, _, _, _, _, _, st, pad, dil, groups = case
+    x, w, b, _ = _data(case, np.float32, seed=3)
+    yt = torch.nn.functional.conv2d(*(torch.tensor(a) for a in (x, w, b)), st, pad, dil, groups)
+    np.testing.assert_allclose(F.conv2d(x, w, b, st, pad, dil, groups, activation="relu"),
+                               torch.relu(yt).numpy(), rtol=1e-4, atol=1e-4)
