@@ -267,11 +267,11 @@ def test_fit_argument_errors(digits):
 
 def test_cli_demo_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=PKG_PARENT)
-    out = subprocess.run([sys.executable, "-m", "fusedlearn.cli", "demo", "--epochs", "2", "--threads", "1",
+    out = subprocess.run([sys.executable, "-m", "fusedlearn.cli", "demo", "--epochs", "2", "--cnn-epochs", "1", "--threads", "1",
                           "--no-progress", "--plot", str(tmp_path / "d.png"), "--json", str(tmp_path / "d.json")],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "test accuracy" in out.stdout and "wall time" in out.stdout
+    assert "test accuracy" in out.stdout and "wall time" in out.stdout and "CNN test accuracy" in out.stdout
     assert (tmp_path / "d.png").exists() and json.loads((tmp_path / "d.json").read_text())["test_accuracy"] > 0.8
     help_ = subprocess.run([sys.executable, "-m", "fusedlearn.cli", "--help"], capture_output=True, text=True, env=env)
     assert "demo" in help_.stdout and "info" in help_.stdout
