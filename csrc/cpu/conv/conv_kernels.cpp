@@ -191,6 +191,14 @@ template <class T>
 void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_t oh1, T* __restrict col,
                  int64_t ld = 0) {
   const int64_t ncol = ld ? ld : (oh1 - oh0) * p.OW, Cg = p.Cg();
+  // The valid output columns of kernel column s are the same for every channel
+  // and kernel row: computed once here, not per (c, r, s) (two integer
+  // divisions each, which cost as much as copying a row of a small image).
+  constexpr int64_t kCachedTaps = 32;
+  int64_t lo_s[kCachedTaps], hi_s[kCachedTaps];
+  const bool cached = p.S <= kCachedTaps;
+  if (cached)
+    for (int64_t s = 0; s < p.S; ++s) valid_range(s * p.dil_w - p.pad_w, p.stride_w, p.W, p.OW, lo_s[s], hi_s[s]);
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = xg + c * p.H * p.W;
     for (int64_t r = 0; r < p.R; ++r) {
@@ -198,7 +206,12 @@ void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_
         T* dst = col + ((c * p.R + r) * p.S + s) * ncol;
         const int64_t woff = s * p.dil_w - p.pad_w;
         int64_t lo, hi;
-        valid_range(woff, p.stride_w, p.W, p.OW, lo, hi);
+        if (cached) {
+          lo = lo_s[s];
+          hi = hi_s[s];
+        } else {
+          valid_range(woff, p.stride_w, p.W, p.OW, lo, hi);
+        }
         for (int64_t oh = oh0; oh < oh1; ++oh, dst += p.OW) {
           const int64_t ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
           if (ih < 0 || ih >= p.H) {
@@ -206,13 +219,15 @@ void im2col_band(const ConvShape& p, const T* __restrict xg, int64_t oh0, int64_
             continue;
           }
           const T* src = xc + ih * p.W + woff;
-          std::fill(dst, dst + lo, T(0));
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);  // a pixel or two of padding
           if (p.stride_w == 1) {
             std::memcpy(dst + lo, src + lo, size_t(hi - lo) * sizeof(T));
+          } else if (p.stride_w == 2) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[2 * ow];
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * p.stride_w];
           }
-          std::fill(dst + hi, dst + p.OW, T(0));
+          for (int64_t ow = hi; ow < p.OW; ++ow) dst[ow] = T(0);
         }
       }
     }
