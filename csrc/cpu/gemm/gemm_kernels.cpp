@@ -234,6 +234,14 @@ inline void transpose8x8(const float* const* row, int64_t k, float* dst, int64_t
 }
 #endif
 
+// Prefetch every cache line of the n floats at p (n > 0) with temporal
+// locality L (3: into L1, 2: into L2 and below).
+template <int L>
+inline void prefetch_floats(const float* p, int64_t n) {
+  for (int64_t c = 0; c < n; c += 16) __builtin_prefetch(p + c, 0, L);
+  __builtin_prefetch(p + n - 1, 0, L);  // the last line when p is not line-aligned
+}
+
 // Source rows the packing loops prefetch ahead of the row they copy (rows a
 // few hundred bytes long and lda apart do not start the hardware prefetchers).
 constexpr int64_t kPackAhead = 6;
@@ -254,9 +262,7 @@ void pack_a(const GemmArgs<float>& g, int64_t i0, int64_t k0, int64_t mc, int64_
     for (int64_t k = 0; k < kc; ++k) {
       const float* __restrict src = g.A + (k0 + k) * g.lda + i0;
       if (k + kPackAhead < kc) {  // short rows far apart: prefetch a few rows ahead
-        const float* ahead = src + kPackAhead * g.lda;
-        for (int64_t c = 0; c < mc; c += 16) __builtin_prefetch(ahead + c, 0, 3);
-        __builtin_prefetch(ahead + mc - 1, 0, 3);
+        prefetch_floats<3>(src + kPackAhead * g.lda, mc);
       }
       for (int64_t ir = 0; ir < full; ir += MR) {
         float* __restrict d = dst + ir * kc + k * MR;
@@ -322,8 +328,7 @@ void pack_b(const GemmArgs<float>& g, int64_t k0, int64_t j0, int64_t kc, int64_
       if (k + kPackAhead < kc) {
         // rows are short (a group's width) and far apart: the hardware
         // prefetchers would not start on them, so ask a few rows ahead
-        const float* ahead = src + kPackAhead * g.ldb;
-        for (int64_t c = pf_lo; c < pf_hi; c += 16) __builtin_prefetch(ahead + c, 0, 3);
+        if (pf_hi > pf_lo) prefetch_floats<3>(src + kPackAhead * g.ldb + pf_lo, pf_hi - pf_lo);
       }
       for (int64_t p = p_lo; p < p_full; ++p) {
         float* __restrict d = dst + p * ps + k * NR;
@@ -446,9 +451,7 @@ void prefetch_b_source(const GemmArgs<float>& g, int64_t k0, int64_t j0, int64_t
   const float* base = g.trans_b ? g.B + j0 * g.ldb + k0 : g.B + k0 * g.ldb + j0;
   const int64_t r_lo = rows * part / parts, r_hi = rows * (part + 1) / parts;
   for (int64_t r = r_lo; r < r_hi; ++r) {
-    const float* row = base + r * g.ldb;
-    for (int64_t c = 0; c < len; c += 16) __builtin_prefetch(row + c, 0, 2);
-    __builtin_prefetch(row + len - 1, 0, 2);
+    prefetch_floats<2>(base + r * g.ldb, len);
   }
 }
 
