@@ -13,11 +13,11 @@ Ours and torch's calls alternate within each repetition.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import fusedlearn as fl
+from timing import add_clock_argument, round_robin_medians
 
 LAYERS = [  # (N, C, H, W) -> K channels, 3x3, stride, pad 1
     ((64, 3, 32, 32), 32, 1),
@@ -26,24 +26,7 @@ LAYERS = [  # (N, C, H, W) -> K channels, 3x3, stride, pad 1
 ]
 
 
-CLOCK = time.perf_counter  # --clock cpu: time.thread_time
-
-
-def median_pair(ours, theirs, repeat, warmup=2):
-    """Medians of ``repeat`` runs of each; ours and theirs alternate within each repetition."""
-    for _ in range(warmup):
-        ours()
-        theirs()
-    to, tt = [], []
-    for _ in range(repeat):
-        for fn, ts in ((ours, to), (theirs, tt)):
-            t = CLOCK()
-            fn()
-            ts.append(CLOCK() - t)
-    return float(np.median(to)), float(np.median(tt))
-
-
-def bench_layers(torch, repeat):
+def bench_layers(torch, repeat, clock):
     F, tf = fl.functional, torch.nn.functional
     rows = []
     for (n, c, h, w), k, s in LAYERS:
@@ -73,7 +56,7 @@ def bench_layers(torch, repeat):
 
         name = f"{(n, c, h, w)}->{k} s{s}"
         for what, o, t in (("fwd", ours_f, torch_f), ("fwd+bwd", ours_fb, torch_fb)):
-            to, tt = median_pair(o, t, repeat)
+            to, tt = round_robin_medians([o, t], repeat, clock, warmup=2)
             rows.append((name, what, to, tt))
     return rows
 
@@ -108,7 +91,7 @@ def torch_resnet(torch, width=16):
                           tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(4 * width, 10))
 
 
-def bench_steps(torch, repeat):
+def bench_steps(torch, repeat, clock):
     rows = []
     for name, ours, theirs, shape in (
             ("LeNet-5 step, batch 128, 1x28x28", fl.models.lenet5(seed=0), torch_lenet(torch), (128, 1, 28, 28)),
@@ -134,7 +117,7 @@ def bench_steps(torch, repeat):
             tloss(theirs(tx), ty).backward()
             topt.step()
 
-        rows.append((name, "train step", *median_pair(ours_step, torch_step, repeat)))
+        rows.append((name, "train step", *round_robin_medians([ours_step, torch_step], repeat, clock, warmup=2)))
     return rows
 
 
@@ -142,13 +125,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                    help="cpu: this thread's CPU time (time.thread_time), robust to other processes on a "
-                         "shared machine; meaningful at 1 thread only")
+    add_clock_argument(ap)
     args = ap.parse_args()
-    global CLOCK
-    if args.clock == "cpu":
-        CLOCK = time.thread_time
     import torch
 
     print(f"fusedlearn {fl.__version__} isa={fl.get_isa()}  torch {torch.__version__} "
@@ -157,7 +135,7 @@ def main():
     for nt in args.threads:
         fl.set_num_threads(nt)
         torch.set_num_threads(nt)
-        for name, what, to, tt in bench_layers(torch, args.repeat) + bench_steps(torch, args.repeat):
+        for name, what, to, tt in bench_layers(torch, args.repeat, args.clock) + bench_steps(torch, args.repeat, args.clock):
             print(f"{name:44s} {what:10s} {nt:3d} {to * 1e3:9.2f} {tt * 1e3:9.2f} {tt / to:6.2f}x", flush=True)
 
 

@@ -13,36 +13,18 @@ Ours and torch's calls alternate (round-robin) within each repetition.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 
 import fusedlearn as fl
 from fusedlearn import nn
+from timing import add_clock_argument, round_robin_medians
 
 SHAPES = [(100, 64, 256, 512), (35, 20, 650, 650), (50, 32, 128, 128)]
 
 
-CLOCK = time.perf_counter
-
-
-def median_times(fns, repeats):
-    """Medians over `repeats` rounds; each round runs every fn once, in turn
-    (round-robin), so a noisy neighbour hits ours and torch's alike."""
-    for fn in fns:
-        fn()  # warm-up (allocations, packing buffers, thread pools)
-    ts = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = CLOCK()
-            fn()
-            ts[i].append(CLOCK() - t0)
-    return tuple(statistics.median(t) for t in ts)
-
-
-def bench_one(kind, T, B, I, H, repeats):
+def bench_one(kind, T, B, I, H, repeats, clock):
     torch.manual_seed(0)
     tm = (torch.nn.LSTM if kind == "LSTM" else torch.nn.GRU)(I, H)
     m = getattr(nn, kind)(I, H)
@@ -71,8 +53,8 @@ def bench_one(kind, T, B, I, H, repeats):
         out.backward(got)
 
     return {
-        "fwd": median_times([ours_fwd, torch_fwd], repeats),
-        "fwd+bwd": median_times([ours_fb, torch_fb], repeats),
+        "fwd": round_robin_medians([ours_fwd, torch_fwd], repeats, clock),
+        "fwd+bwd": round_robin_medians([ours_fb, torch_fb], repeats, clock),
     }
 
 
@@ -81,13 +63,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="one shape, 3 repeats")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                    help="cpu: this thread's CPU time (time.thread_time), robust to other processes on a "
-                         "shared machine; meaningful at 1 thread only")
+    add_clock_argument(ap)
     args = ap.parse_args()
-    global CLOCK
-    if args.clock == "cpu":
-        CLOCK = time.thread_time
     shapes = SHAPES[-1:] if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats
     print(f"fusedlearn ISA {fl.get_isa()}, torch {torch.__version__}; medians of {repeats} runs, ms")
@@ -97,7 +74,7 @@ def main():
         torch.set_num_threads(threads)
         for kind in ("LSTM", "GRU"):
             for shape in shapes:
-                res = bench_one(kind, *shape, repeats)
+                res = bench_one(kind, *shape, repeats, args.clock)
                 for name, (ours, theirs) in res.items():
                     print(f"{kind:5} {str(shape):>20} {threads:>3} {name:>8} {ours * 1e3:9.2f} {theirs * 1e3:9.2f} "
                           f"{theirs / ours:6.2f}", flush=True)
