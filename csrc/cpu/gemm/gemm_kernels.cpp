@@ -464,7 +464,7 @@ struct WorkCounter {
 
 // M <= MC: the A rows are few, so every thread packs all of op(A) for itself
 // (per KC block, once), and the threads take groups of NR micro-panels of
-// op(B) (about 256 KiB packed: L2) dynamically.  A group runs all its KC
+// op(B) (UK::GROUP_KIB packed: part of L2) dynamically.  A group runs all its KC
 // blocks back to back, packing each B block right before use while
 // prefetching the source of the next, so the packed B never makes a round trip
 // through L3 (B is read from memory once; with few rows that read, not the
@@ -480,8 +480,8 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   const int64_t m_pad = (M + MR - 1) / MR * MR;
   const int64_t m_tiles = m_pad / MR;
   const int64_t n_panels = (N + NR - 1) / NR;
-  // at most ~256 KiB of packed B per group, and at least two groups per thread
-  static const int64_t group_floats = env_or("FUSEDLEARN_GEMM_GROUP_KIB", 256, 1) * 256;
+  // at most UK::GROUP_KIB (about a quarter of L2) of packed B per group, and at least two groups per thread
+  static const int64_t group_floats = env_or("FUSEDLEARN_GEMM_GROUP_KIB", UK::GROUP_KIB, 1) * 256;
   const int64_t group = std::max<int64_t>(
       1, std::min<int64_t>(group_floats / (NR * kc_max), (n_panels + 2 * nt - 1) / (2 * nt)));
   const int64_t n_groups = (n_panels + group - 1) / group;
