@@ -332,8 +332,7 @@ void pack_b(const GemmArgs<float>& g, int64_t k0, int64_t j0, int64_t kc, int64_
       }
       for (int64_t p = p_lo; p < p_full; ++p) {
         float* __restrict d = dst + p * ps + k * NR;
-        const float* s = src + p * NR;
-        for (int j = 0; j < NR; ++j) d[j] = s[j];
+        std::memcpy(d, src + p * NR, NR * sizeof(float));  // constant size: inlined vector moves
       }
     }
     if (p_full < p_hi) {
