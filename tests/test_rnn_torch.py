@@ -20,7 +20,7 @@ CONFIGS = [
 ]
 
 
-def _pair(kind, **kw):
+def _pair(kind, I=I, H=H, **kw):
     torch.manual_seed(0)
     tm = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H, **kw)
     m = (nn.LSTM if kind == "lstm" else nn.GRU)(I, H, **kw)
@@ -29,7 +29,7 @@ def _pair(kind, **kw):
     return m, tm
 
 
-def _run(kind, m, tm, kw, lengths=None, with_hx=True):
+def _run(kind, m, tm, kw, lengths=None, with_hx=True, T=T, B=B, I=I, H=H, ATOL=ATOL):
     rng = np.random.default_rng(1)
     D = 2 if kw.get("bidirectional") else 1
     L = kw.get("num_layers", 1)
@@ -102,6 +102,16 @@ def test_no_hx_and_grad_hx_zero_structure(kind):
         assert isinstance(ghx, tuple) and ghx[0].shape == (1, B, H) and ghx[1].shape == (1, B, H)
     else:
         assert ghx.shape == (1, B, H)
+
+
+# Recurrent GEMMs with the weight packed once per sequence (batch <= the GEMM's row
+# block) over several K blocks (H = 520: forward K = H, backward K = 4H or 2H, all > 512),
+# and a batch above the row block, whose steps read the weight unpacked.
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("T_,B_,H_", [(3, 5, 520), (2, 250, 24)], ids=["packed-multiblock", "unpacked-batch"])
+def test_large_recurrent_gemms_match_torch(isa, kind, T_, B_, H_):
+    m, tm = _pair(kind, I=9, H=H_)
+    _run(kind, m, tm, {}, T=T_, B=B_, I=9, H=H_, ATOL=2e-4)
 
 
 def test_threads_agree(threads):

@@ -35,6 +35,9 @@ using ReduceKernel = double (*)(const FlatList& list);
 using MapKernel = void (*)(const FlatList& list, double a, double b);
 using SgemmKernel = void (*)(const GemmArgs<float>& args);
 using DgemmKernel = void (*)(const GemmArgs<double>& args);
+// floats sgemm_pack_b writes for these arguments (0: this call would not use a packed B)
+using SgemmPackedSizeFn = int64_t (*)(const GemmArgs<float>& args);
+using SgemmPackBFn = void (*)(const GemmArgs<float>& args, float* dst);  // dst 64-byte aligned
 
 struct CpuKernels {
   const char* isa;
@@ -46,6 +49,8 @@ struct CpuKernels {
   MapKernel clamp[2];               // x = min(max(x, a), b)
   SgemmKernel sgemm;                // BLIS-style packed GEMM, fused epilogue (cpu/gemm)
   DgemmKernel dgemm;                // float64 reference GEMM, same interface
+  SgemmPackedSizeFn sgemm_packed_b_size;  // pack op(B) once for many sgemm calls (GemmArgs::packed_b)
+  SgemmPackBFn sgemm_pack_b;
   // recurrent layers (cpu/rnn): one fused cell phase over B rows, and one
   // layer-direction over a whole sequence (forward / backward)
   void (*rnn_cell_f32)(const RnnCellArgs<float>&);

@@ -21,6 +21,12 @@ struct GemmArgs {
   const T* bias = nullptr; BiasAxis bias_axis = BiasAxis::none;
   Activation act = Activation::identity;
   T* preact = nullptr; int64_t ld_preact = 0;  // optional: alpha*AB + beta*C + bias before act
+  // optional (CPU float32): op(B) already packed by this kernel table's
+  // sgemm_pack_b for the same M, K, N, B and transposes, so a B used by many
+  // calls (a recurrent weight, every time step) is packed once.  The B fields
+  // above must still describe it: a driver that cannot use the packed copy
+  // (or a backend without packing) reads B itself.
+  const T* packed_b = nullptr;
 };
 
 }  // namespace fl

@@ -461,6 +461,32 @@ struct WorkCounter {
   int64_t take() { return next.fetch_add(1, std::memory_order_relaxed); }
 };
 
+// Where KC block b of a whole packed op(B) starts (sgemm_pack_b's layout: each
+// block holds all n_panels micro-panels, b_panel_stride(kc) apart, in space
+// sized for the longest block).
+inline int64_t packed_b_offset(int64_t b, int64_t n_panels, int64_t kc_max) {
+  return b * n_panels * b_panel_stride(kc_max);
+}
+
+// Only the small-M driver reads a packed op(B) (the blocked one packs per NC
+// block for its own schedule), so only such calls get one.
+int64_t sgemm_packed_b_size(const GemmArgs<float>& g) {
+  if (g.M <= 0 || g.N <= 0 || g.K <= 0 || g.M > blocking().mc) return 0;
+  const int64_t KC = balanced_kc(g.K, blocking().kc), kc_max = std::min(KC, g.K);
+  const int64_t k_blocks = (g.K + KC - 1) / KC, n_panels = (g.N + NR - 1) / NR;
+  return packed_b_offset(k_blocks, n_panels, kc_max);
+}
+
+void sgemm_pack_b(const GemmArgs<float>& g, float* dst) {
+  if (sgemm_packed_b_size(g) == 0) return;
+  const int64_t KC = balanced_kc(g.K, blocking().kc), kc_max = std::min(KC, g.K);
+  const int64_t k_blocks = (g.K + KC - 1) / KC, n_panels = (g.N + NR - 1) / NR;
+  for (int64_t b = 0; b < k_blocks; ++b) {
+    const int64_t pc = b * KC;
+    pack_b(g, pc, 0, std::min(KC, g.K - pc), g.N, 0, n_panels, dst + packed_b_offset(b, n_panels, kc_max));
+  }
+}
+
 // M <= MC: the A rows are few, so every thread packs all of op(A) for itself
 // (per KC block, once), and the threads take groups of NR micro-panels of
 // op(B) (UK::GROUP_KIB packed: part of L2) dynamically.  A group runs all its KC
@@ -487,6 +513,7 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   // all of op(A) packed (block b at b * m_pad * KC) unless that exceeds 16 MiB;
   // then each group repacks its A blocks
   const bool whole_a = m_pad * K <= (int64_t(4) << 20);
+  const bool prepacked = g.packed_b != nullptr;  // (then the packed panels stream from L3 in order)
   WorkCounter work;
   std::atomic<bool> out_of_memory{false};
   auto group_cols = [&](int64_t gi, int64_t& j0, int64_t& ncols) {
@@ -498,7 +525,7 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
     float *abuf, *bbuf;
     try {
       abuf = tl_a_buf.get(size_t((whole_a ? m_pad * K : m_pad * kc_max) + kASlack));
-      bbuf = tl_b_buf.get(size_t(group * b_panel_stride(kc_max)));
+      bbuf = prepacked ? nullptr : tl_b_buf.get(size_t(group * b_panel_stride(kc_max)));
     } catch (const std::bad_alloc&) {
       out_of_memory = true;  // no exception may leave an OpenMP region
       return;
@@ -516,7 +543,10 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
         const float beta = b == 0 ? g.beta : 1.0f;
         const float* ap = abuf + (whole_a ? b * m_pad * KC : 0);
         if (!whole_a) pack_a(g, 0, pc, M, kc, abuf);
-        pack_b(g, pc, j0, kc, ncols, 0, gp, bbuf);
+        // this group's panels of KC block b: packed now, or found in the caller's packed op(B)
+        const float* bpanels =
+            prepacked ? g.packed_b + packed_b_offset(b, n_panels, kc_max) + gi * group * b_panel_stride(kc) : bbuf;
+        if (!prepacked) pack_b(g, pc, j0, kc, ncols, 0, gp, bbuf);
         // what comes next: this group's next KC block, or (a guess) the next
         // group anyone will take; fetched a share per tile while this computes
         int64_t npc = pc + KC, nj0 = j0, nnc = ncols;
@@ -530,10 +560,11 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
         const int64_t nkc = std::min(KC, K - npc);
         for (int64_t q = 0; q < gp; ++q) {
           const int64_t nr = std::min<int64_t>(NR, ncols - q * NR);
-          const float* bp = bbuf + q * b_panel_stride(kc);
+          const float* bp = bpanels + q * b_panel_stride(kc);
           for (int64_t it = 0; it < m_tiles; ++it) {
             // a few dozen lines per tile: never more than the miss queues hold
-            if (prefetch_next) prefetch_b_source(g, npc, nj0, nkc, nnc, q * m_tiles + it, gp * m_tiles);
+            if (prefetch_next && !prepacked)
+              prefetch_b_source(g, npc, nj0, nkc, nnc, q * m_tiles + it, gp * m_tiles);
             const int64_t ir = it * MR;
             run_tile(g, epi, ap + ir * kc, bp, kc, ir, j0 + q * NR, std::min<int64_t>(MR, M - ir), nr, beta, last,
                      tile);
@@ -635,6 +666,7 @@ void sgemm(const GemmArgs<float>& g) {
   const int nt = gemm_threads(g.M, g.N, g.K);
   if (g.M <= blocking().mc)
     sgemm_small_m(g, epi, nt);
+  // (a packed_b is only ever made for M <= MC: sgemm_packed_b_size)
   else
     sgemm_blocked(g, epi, nt);
 }
@@ -691,6 +723,8 @@ void dgemm(const GemmArgs<double>& g) {
 void fill_gemm_kernels(CpuKernels& k) {
   k.sgemm = &sgemm;
   k.dgemm = &dgemm;
+  k.sgemm_packed_b_size = &sgemm_packed_b_size;
+  k.sgemm_pack_b = &sgemm_pack_b;
 }
 
 }  // namespace FL_ISA_NS

@@ -3,6 +3,9 @@
 //   gemm(const GemmArgs<T>&)       C = alpha op(A) op(B) + beta C + bias (cpu/gemm/gemm_args.h)
 //   cell(const RnnCellArgs<T>&)    one fused cell phase over all rows (cpu/rnn/rnn_cell.h)
 //   copy(T* dst, const T* src, n), zero(T* dst, n)
+//   prepack(slot, const GemmArgs<T>&)  op(B) packed once for the per-step GEMMs that
+//                                  multiply by the same recurrent weight, or null
+//                                  (then each step's GEMM reads the weight itself)
 // (the CPU build in cpu/rnn/rnn_kernels.cpp, CUDA in cuda/rnn/rnn_cuda.cu).
 //
 // Forward: the input projection of all T steps is one GEMM (gates = X W_ih^T + b_ih,
@@ -36,6 +39,11 @@ GemmArgs<T> mm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, bool ta
   if (bias) { g.bias = bias; g.bias_axis = BiasAxis::per_col; }
   return g;
 }
+template <class T>
+GemmArgs<T> with_packed_b(GemmArgs<T> g, const T* packed) {
+  g.packed_b = packed;
+  return g;
+}
 }  // namespace rnn_detail
 
 template <class T, class Backend>
@@ -52,6 +60,13 @@ void rnn_seq_forward(const RnnSeqArgs<T>& a, Backend& be) {
   // input projection of every step: gates = X W_ih^T + b_ih
   be.gemm(mm<T>(T_ * B, GH, a.I, a.x, a.I, false, a.w_ih, a.I, true, a.gates, GH, T(0), a.b_ih));
 
+  // the recurrent weight of every step, packed once (Cho's GRU: its r/z rows and its candidate rows)
+  using rnn_detail::with_packed_b;
+  const bool cho = a.cell == RnnCell::gru_cho;
+  const T* pw0 = be.prepack(0, mm<T>(B, cho ? 2 * H : GH, H, nullptr, H, false, a.w_hh, H, true, nullptr, GH, T(1)));
+  const T* pw1 = cho ? be.prepack(1, mm<T>(B, H, H, nullptr, H, false, a.w_hh + 2 * H * H, H, true, nullptr, GH,
+                                           T(1)))
+                     : nullptr;
   RnnCellArgs<T> c;
   c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.ldy = a.ldy;
   for (int64_t s = 0; s < T_; ++s) {
@@ -63,26 +78,27 @@ void rnn_seq_forward(const RnnSeqArgs<T>& a, Backend& be) {
     c.y = a.y ? a.y + t * B * a.ldy : nullptr;
     switch (a.cell) {
       case RnnCell::lstm:
-        be.gemm(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh));
+        be.gemm(with_packed_b(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh), pw0));
         c.phase = RnnPhase::lstm_fwd;
         c.c_prev = a.aux + prev * BH;
         c.c = a.aux + cur * BH;
         be.cell(c);
         break;
       case RnnCell::gru:
-        be.gemm(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, a.work, GH, T(0), a.b_hh));
+        be.gemm(with_packed_b(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, a.work, GH, T(0), a.b_hh), pw0));
         c.phase = RnnPhase::gru_fwd;
         c.gh = a.work; c.ldgh = GH;
         c.aux = a.aux + t * BH;
         be.cell(c);
         break;
       case RnnCell::gru_cho:
-        be.gemm(mm<T>(B, 2 * H, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh));
+        be.gemm(with_packed_b(mm<T>(B, 2 * H, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh), pw0));
         c.phase = RnnPhase::cho_fwd1;
         c.aux = a.aux + t * BH;
         be.cell(c);
-        be.gemm(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, true, g + 2 * H, GH, T(1),
-                      a.b_hh ? a.b_hh + 2 * H : nullptr));
+        be.gemm(with_packed_b(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, true, g + 2 * H, GH, T(1),
+                                    a.b_hh ? a.b_hh + 2 * H : nullptr),
+                              pw1));
         c.phase = RnnPhase::cho_fwd2;
         be.cell(c);
         break;
@@ -106,6 +122,11 @@ void rnn_seq_backward(const RnnSeqArgs<T>& a, Backend& be) {
     if (a.dc_n) be.copy(a.dc0, a.dc_n, BH); else be.zero(a.dc0, BH);
   }
   if (T_ <= 0) return;
+  // W_hh (its first G*H or 2H rows) and, for the GRUs, its candidate rows, packed once for every step
+  using rnn_detail::with_packed_b;
+  const T* pw0 = be.prepack(0, mm<T>(B, H, lstm ? GH : 2 * H, nullptr, GH, false, a.w_hh, H, false, nullptr, H, T(1)));
+  const T* pw1 =
+      lstm ? nullptr : be.prepack(1, mm<T>(B, H, H, nullptr, GH, false, a.w_hh + 2 * H * H, H, false, nullptr, H, T(1)));
   RnnCellArgs<T> c;
   c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.lddy = a.lddy;
   c.dh = a.dh0; c.dc = a.dc0; c.db_ih = a.db_ih; c.db_hh = a.db_hh; c.dpeep = a.dpeep;
@@ -121,24 +142,25 @@ void rnn_seq_backward(const RnnSeqArgs<T>& a, Backend& be) {
         c.c_prev = a.aux + prev * BH;
         c.c = a.aux + cur * BH;
         be.cell(c);
-        be.gemm(mm<T>(B, H, GH, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)));
+        be.gemm(with_packed_b(mm<T>(B, H, GH, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
         break;
       case RnnCell::gru:
         c.phase = RnnPhase::gru_bwd;
         c.aux = a.aux + t * BH;
         be.cell(c);
-        be.gemm(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)));
-        be.gemm(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, false, a.dh0, H, T(1)));
+        be.gemm(with_packed_b(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
+        be.gemm(with_packed_b(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, false, a.dh0, H, T(1)), pw1));
         break;
       case RnnCell::gru_cho:
         c.phase = RnnPhase::cho_bwd1;
         be.cell(c);
         // d(r h) = dA_n U_n
-        be.gemm(mm<T>(B, H, H, g + 2 * H, GH, false, a.w_hh + 2 * H * H, H, false, a.work, H, T(0)));
+        be.gemm(
+            with_packed_b(mm<T>(B, H, H, g + 2 * H, GH, false, a.w_hh + 2 * H * H, H, false, a.work, H, T(0)), pw1));
         c.phase = RnnPhase::cho_bwd2;
         c.aux = a.work;
         be.cell(c);
-        be.gemm(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)));
+        be.gemm(with_packed_b(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
         break;
     }
   }

@@ -8,7 +8,9 @@
 // reductions) and a row's gates stay in that thread's cache between phases.
 #include <algorithm>
 #include <cstring>
+#include <cstdint>
 #include <type_traits>
+#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -74,11 +76,35 @@ void rnn_cell(const RnnCellArgs<T>& a) {
   fn(a, 0, a.H);
 }
 
+// Packed recurrent weights, kept per thread between calls (each call repacks:
+// the weights change between training steps) so that no call pays for fresh
+// zeroed pages.  64-byte aligned, as the GEMM's packed panels must be.
+struct PackBuffer {
+  std::vector<float> store;
+  float* get(int64_t n) {
+    if (int64_t(store.size()) < n + 16) store.resize(size_t(n + 16));
+    const uintptr_t p = reinterpret_cast<uintptr_t>(store.data());
+    return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
+  }
+};
+thread_local PackBuffer tl_packed_w[2];
+
 template <class T>
 struct CpuBackend {
   void gemm(const GemmArgs<T>& g) {
     if (g.M <= 0 || g.N <= 0) return;
     if constexpr (std::is_same<T, float>::value) kernels().sgemm(g); else kernels().dgemm(g);
+  }
+  const T* prepack(int slot, const GemmArgs<T>& g) {
+    if constexpr (std::is_same<T, float>::value) {
+      const int64_t n = kernels().sgemm_packed_b_size(g);
+      if (n <= 0) return nullptr;
+      float* dst = tl_packed_w[slot].get(n);
+      kernels().sgemm_pack_b(g, dst);
+      return dst;
+    } else {
+      return nullptr;  // the float64 reference GEMM does not pack
+    }
   }
   void cell(const RnnCellArgs<T>& a) { rnn_cell<T>(a); }
   void copy(T* dst, const T* src, int64_t n) { std::memcpy(dst, src, size_t(n) * sizeof(T)); }

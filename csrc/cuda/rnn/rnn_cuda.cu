@@ -43,6 +43,7 @@ struct CudaBackend {
     if (g.M <= 0 || g.N <= 0) return;
     cuda::gemm_f32(g, device);
   }
+  const float* prepack(int, const GemmArgs<float>&) { return nullptr; }  // the CUDA SGEMM tiles B itself
   void cell(const RnnCellArgs<float>& host_args) {
     if (host_args.B <= 0 || host_args.H <= 0) return;
     RnnCellArgs<float> a = host_args;
