@@ -95,9 +95,10 @@ template <class V> FL_HD V rnn_sigmoid(V x) { return V(1.0f) / (V(1.0f) + rnn_ex
 template <> FL_HD double rnn_sigmoid<double>(double x) { return 1.0 / (1.0 + rnn_exp(-x)); }
 template <class V> FL_HD V rnn_tanh(V x) { return V(2.0f) / (V(1.0f) + rnn_exp(x * V(-2.0f))) - V(1.0f); }
 
-// ---- one step, columns [j, j + Ops::width) of every row ------------------------------------
+// ---- one step, columns [j, j + Ops::width) of rows [b_lo, b_hi) (default: every row) --------
+// The bias / peephole gradient sums of those rows are added to db_ih / db_hh / dpeep.
 template <class Ops, RnnPhase P, class T>
-FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j) {
+FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, int64_t b_hi = -1) {
   using V = typename Ops::V;
   const int64_t H = a.H;
   const V zero = Ops::set1(0.0), one = Ops::set1(1.0);
@@ -109,7 +110,8 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j) {
     p_f = Ops::load(a.peep + H + j);
     p_o = Ops::load(a.peep + 2 * H + j);
   }
-  for (int64_t b = 0; b < a.B; ++b) {
+  if (b_hi < 0) b_hi = a.B;
+  for (int64_t b = b_lo; b < b_hi; ++b) {
     const bool active = a.lengths == nullptr || a.t < a.lengths[b];
     T* g = a.gates + b * a.ldg + j;
     const int64_t hj = b * H + j;

@@ -26,15 +26,25 @@ namespace {
 // below this many elements per step one thread runs the cell
 constexpr int64_t kCellParallelMin = 8192;
 
+// Rows per sweep over the columns: a few rows at a time keep the accesses
+// close to sequential (one column block of every row in turn would walk the
+// gate rows, G*H floats apart, down a handful of cache sets) while the
+// column sums of the backward phases are folded into memory only once per
+// block of rows.
+constexpr int64_t kCellRows = 4;
+
 template <class T, RnnPhase P>
 void cell_range(const RnnCellArgs<T>& a, int64_t j0, int64_t j1) {
-  int64_t j = j0;
+  for (int64_t b0 = 0; b0 < a.B; b0 += kCellRows) {
+    const int64_t b1 = std::min(a.B, b0 + kCellRows);
+    int64_t j = j0;
 #ifdef FL_HAVE_SIMD
-  if constexpr (std::is_same<T, float>::value) {
-    for (; j + SimdOps::width <= j1; j += SimdOps::width) rnn_cell_cols<SimdOps, P>(a, j);
-  }
+    if constexpr (std::is_same<T, float>::value) {
+      for (; j + SimdOps::width <= j1; j += SimdOps::width) rnn_cell_cols<SimdOps, P>(a, j, b0, b1);
+    }
 #endif
-  for (; j < j1; ++j) rnn_cell_cols<ScalarOps<T>, P>(a, j);
+    for (; j < j1; ++j) rnn_cell_cols<ScalarOps<T>, P>(a, j, b0, b1);
+  }
 }
 
 template <class T>
