@@ -419,6 +419,14 @@ inline int64_t balanced_kc(int64_t K, int64_t kc) {
   return std::min(kc, ((K + blocks - 1) / blocks + 7) / 8 * 8);
 }
 
+// Epilogues the micro-kernel can apply in its final store: a bias per column
+// and/or ReLU, with no pre-activation to keep.
+inline bool in_kernel_epilogue(const GemmArgs<float>& g) {
+  const bool bias_ok = g.bias == nullptr || g.bias_axis == BiasAxis::per_col;
+  const bool act_ok = g.act == Activation::identity || g.act == Activation::relu;
+  return bias_ok && act_ok && g.preact == nullptr;
+}
+
 // One MR x NR tile: C(ic.., jc..) = alpha * Ap Bp + beta * C, then the
 // epilogue when this was the last KC block.  A tile short of rows runs the
 // micro-kernel for just those rows; one short of columns goes through `tile`.
@@ -426,6 +434,14 @@ inline void run_tile(const GemmArgs<float>& g, EpilogueFn<float> epi, const floa
                      int64_t i, int64_t j, int64_t mr, int64_t nr, float beta, bool last, float* tile) {
   float* c = g.C + i * g.ldc + j;
   if (nr == NR) {
+    if (last && epi && in_kernel_epilogue(g)) {
+      // bias per column and/or ReLU applied by the micro-kernel as it stores (no second pass)
+      TileEpilogue ep;
+      ep.bias_col = g.bias ? g.bias + j : nullptr;
+      ep.relu = g.act == Activation::relu;
+      UK::run_m(int(mr), kc, ap, bp, c, g.ldc, g.alpha, beta, ep);
+      return;
+    }
     UK::run_m(int(mr), kc, ap, bp, c, g.ldc, g.alpha, beta);
   } else {
     UK::run_m(int(mr), kc, ap, bp, tile, NR, 1.0f, 0.0f);

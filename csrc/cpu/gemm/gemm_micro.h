@@ -2,7 +2,7 @@
 // cpu/gemm/gemm_kernels.cpp only, which is compiled once per ISA: the
 // translation unit's flags pick exactly one `MicroKernel` below.
 //
-// Contract of MicroKernel::run_rows<R>(kc, A, B, C, ldc, alpha, beta), R <= MR
+// Contract of MicroKernel::run_rows<R>(kc, A, B, C, ldc, alpha, beta, ep), R <= MR
 // (run_m(rows, ...) picks R at run time):
 //   A: packed micro-panel of MR rows,    A[k * MR + i] = op(A)(i, k)
 //   B: packed micro-panel of NR columns, B[k * NR + j] = op(B)(k, j)
@@ -19,6 +19,14 @@
 
 namespace fl {
 namespace FL_ISA_NS {
+
+// What the micro-kernel may apply itself as it stores the last KC block of a
+// full tile: C(i, j) += bias[j], then max(C, 0) when relu (everything else
+// runs as a separate epilogue pass over the tile).
+struct TileEpilogue {
+  const float* bias_col = nullptr;
+  bool relu = false;
+};
 
 #if defined(__AVX512F__)
 // ---- AVX-512: 12 x 32 ---------------------------------------------------------
@@ -49,7 +57,7 @@ struct MicroKernel {
 
   template <int R>
   static void run_rows(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
-                       float alpha, float beta) {
+                       float alpha, float beta, TileEpilogue ep = {}) {
     __m512 acc[R][2];
 #pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {  // the C tile arrives while the k loop runs
@@ -75,7 +83,26 @@ struct MicroKernel {
       B += NR;
     }
     const __m512 va = _mm512_set1_ps(alpha);
-    if (beta == 0.0f) {
+    if (ep.bias_col || ep.relu) {  // alpha AB + beta C + bias, relu: the fused Linear's last block
+      const __m512 bz = _mm512_setzero_ps();
+      const __m512 bb0 = ep.bias_col ? _mm512_loadu_ps(ep.bias_col) : bz;
+      const __m512 bb1 = ep.bias_col ? _mm512_loadu_ps(ep.bias_col + 16) : bz;
+      const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+      for (int i = 0; i < R; ++i) {
+        __m512 c0 = _mm512_fmadd_ps(va, acc[i][0], bb0), c1 = _mm512_fmadd_ps(va, acc[i][1], bb1);
+        if (beta != 0.0f) {
+          c0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(C + i * ldc), c0);
+          c1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(C + i * ldc + 16), c1);
+        }
+        if (ep.relu) {  // max(NaN, 0) is 0, as the epilogue pass's v > 0 ? v : 0
+          c0 = _mm512_max_ps(c0, bz);
+          c1 = _mm512_max_ps(c1, bz);
+        }
+        _mm512_storeu_ps(C + i * ldc, c0);
+        _mm512_storeu_ps(C + i * ldc + 16, c1);
+      }
+    } else if (beta == 0.0f) {
 #pragma GCC unroll 12
       for (int i = 0; i < R; ++i) {
         _mm512_storeu_ps(C + i * ldc, _mm512_mul_ps(va, acc[i][0]));
@@ -101,20 +128,20 @@ struct MicroKernel {
   // The first `rows` rows of the tile (1 <= rows <= MR; the A panel keeps its
   // MR stride): the bottom edge of C without wasted rows or a copy.
   static void run_m(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
-                    float beta) {
+                    float beta, TileEpilogue ep = {}) {
     switch (rows) {
-      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta); break;
-      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta); break;
-      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta); break;
-      case 4: run_rows<4>(kc, A, B, C, ldc, alpha, beta); break;
-      case 5: run_rows<5>(kc, A, B, C, ldc, alpha, beta); break;
-      case 6: run_rows<6>(kc, A, B, C, ldc, alpha, beta); break;
-      case 7: run_rows<7>(kc, A, B, C, ldc, alpha, beta); break;
-      case 8: run_rows<8>(kc, A, B, C, ldc, alpha, beta); break;
-      case 9: run_rows<9>(kc, A, B, C, ldc, alpha, beta); break;
-      case 10: run_rows<10>(kc, A, B, C, ldc, alpha, beta); break;
-      case 11: run_rows<11>(kc, A, B, C, ldc, alpha, beta); break;
-      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta); break;
+      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 4: run_rows<4>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 5: run_rows<5>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 6: run_rows<6>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 7: run_rows<7>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 8: run_rows<8>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 9: run_rows<9>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 10: run_rows<10>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 11: run_rows<11>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta, ep); break;
     }
   }
 };
@@ -134,7 +161,7 @@ struct MicroKernel {
 
   template <int R>
   static void run_rows(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
-                       float alpha, float beta) {
+                       float alpha, float beta, TileEpilogue ep = {}) {
     __m256 acc[R][2];
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {  // the C tile arrives while the k loop runs
@@ -159,7 +186,26 @@ struct MicroKernel {
       B += NR;
     }
     const __m256 va = _mm256_set1_ps(alpha);
-    if (beta == 0.0f) {
+    if (ep.bias_col || ep.relu) {  // alpha AB + beta C + bias, relu: the fused Linear's last block
+      const __m256 bz = _mm256_setzero_ps();
+      const __m256 bb0 = ep.bias_col ? _mm256_loadu_ps(ep.bias_col) : bz;
+      const __m256 bb1 = ep.bias_col ? _mm256_loadu_ps(ep.bias_col + 8) : bz;
+      const __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+      for (int i = 0; i < R; ++i) {
+        __m256 c0 = _mm256_fmadd_ps(va, acc[i][0], bb0), c1 = _mm256_fmadd_ps(va, acc[i][1], bb1);
+        if (beta != 0.0f) {
+          c0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(C + i * ldc), c0);
+          c1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(C + i * ldc + 8), c1);
+        }
+        if (ep.relu) {  // max(NaN, 0) is 0, as the epilogue pass's v > 0 ? v : 0
+          c0 = _mm256_max_ps(c0, bz);
+          c1 = _mm256_max_ps(c1, bz);
+        }
+        _mm256_storeu_ps(C + i * ldc, c0);
+        _mm256_storeu_ps(C + i * ldc + 8, c1);
+      }
+    } else if (beta == 0.0f) {
 #pragma GCC unroll 6
       for (int i = 0; i < R; ++i) {
         _mm256_storeu_ps(C + i * ldc, _mm256_mul_ps(va, acc[i][0]));
@@ -185,14 +231,14 @@ struct MicroKernel {
   // The first `rows` rows of the tile (1 <= rows <= MR; the A panel keeps its
   // MR stride): the bottom edge of C without wasted rows or a copy.
   static void run_m(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
-                    float beta) {
+                    float beta, TileEpilogue ep = {}) {
     switch (rows) {
-      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta); break;
-      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta); break;
-      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta); break;
-      case 4: run_rows<4>(kc, A, B, C, ldc, alpha, beta); break;
-      case 5: run_rows<5>(kc, A, B, C, ldc, alpha, beta); break;
-      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta); break;
+      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 4: run_rows<4>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 5: run_rows<5>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta, ep); break;
     }
   }
 };
@@ -207,7 +253,7 @@ struct MicroKernel {
 
   template <int R>
   static void run_rows(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
-                       float alpha, float beta) {
+                       float alpha, float beta, TileEpilogue ep = {}) {
     float acc[R][NR] = {};
     for (int64_t k = 0; k < kc; ++k) {
       for (int i = 0; i < R; ++i) {
@@ -224,17 +270,21 @@ struct MicroKernel {
       } else {
         for (int j = 0; j < NR; ++j) c[j] = alpha * acc[i][j] + beta * c[j];
       }
+      if (ep.bias_col)
+        for (int j = 0; j < NR; ++j) c[j] += ep.bias_col[j];
+      if (ep.relu)
+        for (int j = 0; j < NR; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
     }
   }
   // The first `rows` rows of the tile (1 <= rows <= MR; the A panel keeps its
   // MR stride): the bottom edge of C without wasted rows or a copy.
   static void run_m(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
-                    float beta) {
+                    float beta, TileEpilogue ep = {}) {
     switch (rows) {
-      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta); break;
-      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta); break;
-      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta); break;
-      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta); break;
+      case 1: run_rows<1>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 2: run_rows<2>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      case 3: run_rows<3>(kc, A, B, C, ldc, alpha, beta, ep); break;
+      default: run_rows<MR>(kc, A, B, C, ldc, alpha, beta, ep); break;
     }
   }
 };
