@@ -114,6 +114,40 @@ def test_large_recurrent_gemms_match_torch(isa, kind, T_, B_, H_):
     _run(kind, m, tm, {}, T=T_, B=B_, I=9, H=H_, ATOL=2e-4)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, batch_first=True)],
+                         ids=["default", "2layers-bidir-batch_first"])
+def test_unbatched_input_matches_torch(kind, kw):
+    m, tm = _pair(kind, **kw)
+    rng = np.random.default_rng(3)
+    D, L = (2 if kw.get("bidirectional") else 1), kw.get("num_layers", 1)
+    x = rng.standard_normal((T, I)).astype(np.float32)
+    h0 = rng.standard_normal((D * L, H)).astype(np.float32)
+    c0 = rng.standard_normal((D * L, H)).astype(np.float32)
+    go = rng.standard_normal((T, D * H)).astype(np.float32)
+    gh = rng.standard_normal((D * L, H)).astype(np.float32)
+    lstm = kind == "lstm"
+    xt, h0t, c0t = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
+    out_t, hn_t = tm(xt, (h0t, c0t) if lstm else h0t)
+    hnt = hn_t[0] if lstm else hn_t
+    ((out_t * torch.tensor(go)).sum() + (hnt * torch.tensor(gh)).sum()).backward()
+    out, hn = m(x, (h0, c0) if lstm else h0)
+    assert out.shape == (T, D * H)
+    np.testing.assert_allclose(out, out_t.detach().numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(hn[0] if lstm else hn, hnt.detach().numpy(), atol=ATOL, rtol=0)
+    gx = m.backward(go, (gh, None) if lstm else gh)
+    assert gx.shape == (T, I)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(m.grad_hx[0] if lstm else m.grad_hx, h0t.grad.numpy(), atol=ATOL, rtol=0)
+    tp = dict(tm.named_parameters())
+    for name, p in m.named_parameters():
+        np.testing.assert_allclose(p.grad, tp[name].grad.numpy(), atol=ATOL, rtol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="unbatched"):
+        m(x, lengths=np.array([T]))
+    with pytest.raises(ValueError, match="2-D"):
+        m(x, (h0[:, None], c0[:, None]) if lstm else h0[:, None])
+
+
 def test_threads_agree(threads):
     m, tm = _pair("lstm", num_layers=2, bidirectional=True)
     _run("lstm", m, tm, dict(num_layers=2, bidirectional=True))

@@ -33,7 +33,9 @@ Extensions beyond torch:
 ``[1, T]``, any order) gives variable-length sequences with the semantics of
 torch's packed sequences: outputs beyond a sequence's length are zero and its
 final state is the one at its last step.  Returns ``(output, h_n)`` (GRU) or
-``(output, (h_n, c_n))`` (LSTM), ``output`` of shape ``[T, B, D*H]``.
+``(output, (h_n, c_n))`` (LSTM), ``output`` of shape ``[T, B, D*H]``.  A 2-D ``x``
+``[T, I]`` is one unbatched sequence, as in torch: states ``[D*num_layers, H]``,
+output ``[T, D*H]`` (``batch_first`` does not apply; no ``lengths``).
 
 ``backward(grad_output, grad_h_n=None)`` accumulates the parameter gradients and
 returns the gradient of ``x``; ``grad_h_n`` is the gradient of ``h_n`` (GRU) or a
@@ -178,15 +180,40 @@ class _RNNBase(Module):
 
     # ---- computation ---------------------------------------------------------------------
     def forward(self, x, hx=None, lengths=None):
+        """A 2-D ``x`` of shape (seq, input_size) is one unbatched sequence, as in torch
+        (``batch_first`` does not apply; states are (D * num_layers, hidden_size))."""
         who = type(self).__name__
         x = as_float_input(x, who)
+        if x.ndim != 2:
+            self._unbatched = False
+            return self._forward_batched(x, hx, lengths)
+        if lengths is not None:
+            raise ValueError(f"{who}: lengths are for batches; an unbatched (2-D) input is one sequence")
+        axis = 0 if self.batch_first else 1
+        unsq = lambda a: None if a is None else np.expand_dims(self._unbatched_state(a), 1)  # noqa: E731
+        if hx is not None:
+            hx = tuple(unsq(h) for h in hx) if isinstance(hx, (tuple, list)) else unsq(hx)
+        out, hn = self._forward_batched(np.expand_dims(x, axis), hx, None)
+        self._unbatched = True
+        sq = lambda a: a[:, 0]  # noqa: E731
+        return np.take(out, 0, axis=axis), (tuple(sq(h) for h in hn) if isinstance(hn, tuple) else sq(hn))
+
+    def _unbatched_state(self, h):
+        h = np.asarray(h)
+        if h.ndim != 2:
+            raise ValueError(f"{type(self).__name__}: for an unbatched (2-D) input the states are 2-D "
+                             f"(D * num_layers, hidden_size), got shape {tuple(h.shape)}")
+        return h
+
+    def _forward_batched(self, x, hx, lengths):
+        who = type(self).__name__
         dtype = self.weight_ih_l0.data.dtype
         if x.dtype != dtype:
             raise TypeError(f"{who}: input has dtype {x.dtype} but the layer's parameters are {dtype} "
                             f"(cast the input, e.g. x.astype(np.{dtype}), or the layer with .to(dtype=...))")
         if x.ndim != 3:
             raise ValueError(f"{who}: expected a 3-D input ({'batch, seq' if self.batch_first else 'seq, batch'}, "
-                             f"input_size), got shape {tuple(x.shape)}")
+                             f"input_size) or a 2-D unbatched one (seq, input_size), got shape {tuple(x.shape)}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{who}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                              f"got {x.shape[-1]}")
@@ -251,6 +278,23 @@ class _RNNBase(Module):
         raise NotImplementedError
 
     def backward(self, grad_output, grad_h_n=None):
+        if not getattr(self, "_unbatched", False):
+            return self._backward_batched(grad_output, grad_h_n)
+        if self._ctx is None:
+            raise RuntimeError(f"{type(self).__name__}: backward() called without a forward() (or twice for one "
+                               f"forward)")
+        axis = 0 if self.batch_first else 1
+        unsq = lambda a: None if a is None else np.expand_dims(self._unbatched_state(a), 1)  # noqa: E731
+        if grad_h_n is not None:
+            grad_h_n = (tuple(unsq(a) for a in grad_h_n) if isinstance(grad_h_n, (tuple, list))
+                        else unsq(grad_h_n))
+        g = None if grad_output is None else np.expand_dims(np.asarray(grad_output), axis)
+        dx = self._backward_batched(g, grad_h_n)
+        sq = lambda a: None if a is None else a[:, 0]  # noqa: E731
+        self.grad_hx = tuple(sq(a) for a in self.grad_hx) if isinstance(self.grad_hx, tuple) else sq(self.grad_hx)
+        return np.take(dx, 0, axis=axis)
+
+    def _backward_batched(self, grad_output, grad_h_n):
         who = type(self).__name__
         ctx = self._ctx
         if ctx is None:
