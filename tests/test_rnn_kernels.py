@@ -163,8 +163,9 @@ def test_wrong_input_size(lstm):
 
 
 def test_wrong_ndim(lstm):
-    with pytest.raises(ValueError, match=r"expected a 3-D input"):
-        lstm(np.zeros((3, 4), np.float32))
+    for shape in [(4,), (2, 3, 1, 4)]:  # 2-D is an unbatched sequence
+        with pytest.raises(ValueError, match=r"expected a 3-D input .* or a 2-D unbatched one"):
+            lstm(np.zeros(shape, np.float32))
 
 
 def test_wrong_hx_shape(lstm):
