@@ -61,7 +61,10 @@ struct Buf {
   Buf& operator=(const Buf&) = delete;
 };
 
-void bm_gemm(benchmark::State& st, std::string isa, int threads, int64_t M, int64_t K, int64_t N, bool linear_relu) {
+// prepacked: op(B) packed once beforehand (sgemm_pack_b), as the recurrent
+// layers do with W_hh for every time step; the timed call then skips packing B.
+void bm_gemm(benchmark::State& st, std::string isa, int threads, int64_t M, int64_t K, int64_t N, bool linear_relu,
+             bool prepacked = false) {
   fl::set_isa(isa);
   fl::set_num_threads(threads);
   Buf a{size_t(M * K)}, b{size_t(K * N)}, c{size_t(M * N)}, bias{size_t(N)};
@@ -83,6 +86,17 @@ void bm_gemm(benchmark::State& st, std::string isa, int threads, int64_t M, int6
     g.act = fl::Activation::relu;
   }
   const auto kernel = fl::cpu_kernels().sgemm;
+  std::unique_ptr<Buf> packed;
+  if (prepacked) {
+    const int64_t n = fl::cpu_kernels().sgemm_packed_b_size(g);
+    if (n <= 0) {
+      st.SkipWithError("this shape's driver takes no packed B (M above the row block)");
+      return;
+    }
+    packed.reset(new Buf(size_t(n)));
+    fl::cpu_kernels().sgemm_pack_b(g, packed->p);
+    g.packed_b = packed->p;
+  }
   kernel(g);  // warm: packing buffers, threads
   for (auto _ : st) {
     kernel(g);
@@ -122,11 +136,15 @@ int main(int argc, char** argv) {
       for (const auto& s : shapes) {
         const std::string name = "gemm/" + isa + "/nt:" + std::to_string(nt) + "/M:" + std::to_string(s.m) +
                                  "/K:" + std::to_string(s.k) + "/N:" + std::to_string(s.n);
-        benchmark::RegisterBenchmark(name.c_str(), bm_gemm, isa, nt, s.m, s.k, s.n, false)
+        benchmark::RegisterBenchmark(name.c_str(), bm_gemm, isa, nt, s.m, s.k, s.n, false, false)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
         if (s.m == 64 || s.m == 4096)
-          benchmark::RegisterBenchmark((name + "/linear_relu").c_str(), bm_gemm, isa, nt, s.m, s.k, s.n, true)
+          benchmark::RegisterBenchmark((name + "/linear_relu").c_str(), bm_gemm, isa, nt, s.m, s.k, s.n, true, false)
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
+        if (s.m == 64)  // a recurrent step: the weight packed once per sequence
+          benchmark::RegisterBenchmark((name + "/prepacked_b").c_str(), bm_gemm, isa, nt, s.m, s.k, s.n, false, true)
               ->UseRealTime()
               ->Unit(benchmark::kMillisecond);
       }
