@@ -111,7 +111,8 @@ def test_conv2d_multi_image_bands_threads(case, threads):
     _check(case, np.float32, "sigmoid")
 
 
-@pytest.mark.parametrize("case", [CASES[1], (2, 3, 7, 31, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1)])  # im2col; direct dx / dw
+@pytest.mark.parametrize("case", [CASES[1], (2, 3, 7, 31, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # im2col; direct dx / dw
+                                  (3, 5, 11, 9, 28, (3, 3), (2, 2), (1, 1), (1, 1), 1)])  # channel-vector dw
 def test_conv2d_accumulate_and_partial_grads(case):
     _, _, _, _, _, _, st, pad, dil, groups = case
     x, w, b, rng = _data(case, np.float64)
@@ -247,3 +248,35 @@ def test_conv2d_direct_vs_torch(case):
     yt = torch.nn.functional.conv2d(*(torch.tensor(a) for a in (x, w, b)), st, pad, dil, groups)
     np.testing.assert_allclose(F.conv2d(x, w, b, st, pad, dil, groups, activation="relu"),
                                torch.relu(yt).numpy(), rtol=1e-4, atol=1e-4)
+
+
+# Weight gradient with vectors along the output channels (when >= 3/4 of the lanes hold a
+# channel: K >= 12 at AVX-512, >= 6 at AVX2): one vector, a partial last vector, blocks of 4
+# vectors with remainders of 1 / 2 / 3, strides, dilation, groups, 5x5 (50 taps: a partial
+# last tap tile), and an image of several pixel chunks.
+CV_DW = [
+    (2, 3, 9, 10, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (3, 5, 11, 9, 28, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 4, 10, 12, 80, (3, 2), (1, 2), (0, 1), (2, 1), 1),
+    (2, 3, 8, 8, 48, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 2, 9, 7, 96, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (2, 6, 9, 9, 112, (3, 3), (2, 1), (1, 1), (1, 1), 2),
+    (2, 2, 7, 8, 56, (5, 5), (1, 1), (2, 2), (1, 1), 1),
+    (1, 3, 40, 40, 24, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", CV_DW)
+def test_conv2d_channel_vector_dw_every_isa(case, isa):
+    _check(case, np.float32)
+    _check(case, np.float32, "relu")
+
+
+@pytest.mark.parametrize("case", CV_DW)
+def test_conv2d_channel_vector_dw_float64(case):
+    _check(case, np.float64, "tanh")
+
+
+@pytest.mark.parametrize("case", CV_DW[:3] + CV_DW[-1:])
+def test_conv2d_channel_vector_dw_threads(case, threads):
+    _check(case, np.float32)

@@ -59,7 +59,7 @@ constexpr int64_t kColBudget = 256 << 10;
 // ---- per-thread workspaces, grown on demand and reused across calls -------------------
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> bufs[6];
+  thread_local std::vector<T> bufs[8];
   std::vector<T>& b = bufs[slot];
   if (b.size() < n) b.resize(n);
   return b.data();
@@ -826,6 +826,186 @@ void direct_weight_grad(const ConvArgs<T>& a, const T* g) {
     for (int64_t j = 0; j < wsize; ++j) a.dw[j] += parts[size_t(t * wsize + j)];
 }
 
+// ---- weight gradient with vectors along the output channels ----------------------------------
+// dw[k, t] += sum_{n, p} g[n, k, p] * xpad[n, pix(p) + off(t)] for every tap t = (c, r, s)
+// (off(t) = (c*HP + r*dil_h)*WP + s*dil_w in the zero-bordered input, pix(p) = oh*stride_h*WP +
+// ow*stride_w): any stride and dilation.  The output gradient of a chunk of pixels is
+// transposed to [pixels, KP] (KP = Kg rounded up to the vector width, zeros past Kg), and a
+// tile of NT taps x KV channel vectors is accumulated in registers over the chunk: per pixel
+// KV vector loads of g, NT broadcasts of x, NT*KV FMAs -- no reduction across lanes (the
+// vectors-along-the-width kernel above sums 12 vectors per (c, r) and image, which with
+// 16-wide vectors cost as much as its FMAs).  The sums live in a per-thread dw^T [taps, KP]
+// (the tile's accumulators are loaded and stored once per chunk).
+template <class T>
+struct CvDw {
+  static constexpr int VW = DirectVec<T>::width;
+#if defined(__AVX512F__)
+  static constexpr int kMaxKV = 4;  // 32 registers: 4 vectors x 6 taps = 24 accumulators
+#else
+  static constexpr int kMaxKV = 2;  // 16 registers: 2 x 6 = 12
+#endif
+  static constexpr int kNTMain = 6;  // taps per tile with kMaxKV vectors
+  static constexpr int kNTRest = 8;  // taps per tile for a narrower remainder
+};
+
+template <class T, int KV, int NT>
+void cv_dw_tile(const T* __restrict xpad, const int64_t* __restrict pix, int64_t np, const T* __restrict gT,
+                int64_t KP, const int64_t* __restrict offs, T* __restrict dwT) {
+  using D = DirectVec<T>;
+  using V = typename D::V;
+  constexpr int VW = D::width;
+  int64_t o[NT];
+  for (int i = 0; i < NT; ++i) o[i] = offs[i];
+  V acc[NT][KV];
+  for (int i = 0; i < NT; ++i)
+    for (int j = 0; j < KV; ++j) acc[i][j] = D::load(dwT + i * KP + j * VW);
+  for (int64_t q = 0; q < np; ++q) {
+    const T* xb = xpad + pix[q];
+    const T* gq = gT + q * KP;
+    V gv[KV];
+    for (int j = 0; j < KV; ++j) gv[j] = D::load(gq + j * VW);
+    for (int i = 0; i < NT; ++i) {
+      const V xv = D::set1(xb[o[i]]);
+      for (int j = 0; j < KV; ++j) acc[i][j] = D::fma(xv, gv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < NT; ++i)
+    for (int j = 0; j < KV; ++j) D::store(dwT + i * KP + j * VW, acc[i][j]);
+}
+
+// All taps (tiles of NT, the offsets padded to a multiple of NT) for KV vectors at column kv0.
+template <class T, int KV, int NT>
+void cv_dw_taps(const T* xpad, const int64_t* pix, int64_t np, const T* gT, int64_t KP, const int64_t* offs,
+                int64_t crs, int64_t kv0, T* dwT) {
+  constexpr int VW = DirectVec<T>::width;
+  for (int64_t t0 = 0; t0 < crs; t0 += NT)  // the last tile may run into the padding taps
+    cv_dw_tile<T, KV, NT>(xpad, pix, np, gT + kv0 * VW, KP, offs + t0, dwT + t0 * KP + kv0 * VW);
+}
+
+// dst[q*ldd + k] = src[k*lds + q] for k < nk, q < nq (8x8 blocks in registers for float).
+template <class T>
+void transpose_into(const T* __restrict src, int64_t lds, int64_t nk, int64_t nq, T* __restrict dst, int64_t ldd) {
+  int64_t k0 = 0;
+#if defined(__AVX2__) || defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    for (; k0 + 8 <= nk; k0 += 8) {
+      int64_t q0 = 0;
+      for (; q0 + 8 <= nq; q0 += 8) {
+        const float* s0 = src + k0 * lds + q0;
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s0 + i * lds);
+        for (int i = 0; i < 4; ++i) {
+          t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        const __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
+        const __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+        const __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+        float* d0 = dst + q0 * ldd + k0;
+        _mm256_storeu_ps(d0 + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d0 + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d0 + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d0 + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d0 + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d0 + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d0 + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d0 + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+      }
+      for (int64_t k = k0; k < k0 + 8; ++k)
+        for (int64_t q = q0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+    }
+  }
+#endif
+  for (int64_t k = k0; k < nk; ++k)
+    for (int64_t q = 0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+}
+
+template <class T>
+int64_t cv_dw_kp(const ConvShape& p) {
+  constexpr int VW = CvDw<T>::VW;
+  return (p.Kg() + VW - 1) / VW * VW;
+}
+
+constexpr int64_t kCvChunkBytes = 32 << 10;
+
+// Taps padded to a multiple of the tile (both tile sizes divide it: 24 = lcm(6, 8)).
+inline int64_t cv_dw_taps_pad(int64_t crs) { return (crs + 23) / 24 * 24; }
+
+// Worth it when at least 3/4 of the lanes carry a channel (not for LeNet's 6).
+template <class T>
+bool cv_dw_ok(const ConvShape& p) {
+  return !is_pointwise(p) && !is_depthwise(p) && 4 * p.Kg() >= 3 * cv_dw_kp<T>(p);
+}
+
+template <class T>
+void cv_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, const int64_t* pix, const int64_t* offs,
+                 int64_t taps_pad, T* dwT) {
+  using C = CvDw<T>;
+  constexpr int VW = C::VW;
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), KP = cv_dw_kp<T>(p), OHW = p.OH * p.OW, KV = KP / VW;
+  const int64_t HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w, CRS = Cg * p.R * p.S;
+  // pixels per chunk: g^T of the chunk in ~kChunkBytes (L1)
+  const int64_t PC = std::max<int64_t>(16, kCvChunkBytes / int64_t(KP * sizeof(T)));
+  T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
+  T* gT = workspace<T>(6, size_t(PC * KP));
+  for (int64_t gr = 0; gr < p.groups; ++gr) {
+    direct_pad_input(p, a.x, n, gr, xpad, HP, WP);
+    T* dwg = dwT + gr * taps_pad * KP;
+    const T* gg = g + (n * p.K + gr * Kg) * OHW;
+    for (int64_t p0 = 0; p0 < OHW; p0 += PC) {
+      const int64_t np = std::min(PC, OHW - p0);
+      transpose_into(gg + p0, OHW, Kg, np, gT, KP);
+      if (KP > Kg)
+        for (int64_t q = 0; q < np; ++q) std::fill(gT + q * KP + Kg, gT + (q + 1) * KP, T(0));
+      int64_t kv0 = 0;
+      for (; kv0 + C::kMaxKV <= KV; kv0 += C::kMaxKV)
+        cv_dw_taps<T, C::kMaxKV, C::kNTMain>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg);
+      switch (KV - kv0) {
+        case 1: cv_dw_taps<T, 1, C::kNTRest>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg); break;
+#if defined(__AVX512F__)
+        case 2: cv_dw_taps<T, 2, C::kNTRest>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg); break;
+        case 3: cv_dw_taps<T, 3, C::kNTRest>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg); break;
+#endif
+        default: break;
+      }
+    }
+  }
+}
+
+// dw (+)= the weight gradient over all images (cv_dw_ok): per-thread dw^T, summed and transposed at the end.
+template <class T>
+void cv_weight_grad(const ConvArgs<T>& a, const T* g) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_dw_kp<T>(p), OHW = p.OH * p.OW;
+  const int64_t HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w, taps_pad = cv_dw_taps_pad(CRS);
+  std::vector<int64_t> pix(static_cast<size_t>(OHW)), offs(static_cast<size_t>(taps_pad));
+  for (int64_t oh = 0; oh < p.OH; ++oh)
+    for (int64_t ow = 0; ow < p.OW; ++ow) pix[size_t(oh * p.OW + ow)] = oh * p.stride_h * WP + ow * p.stride_w;
+  for (int64_t t = 0; t < taps_pad; ++t) {
+    const int64_t u = t < CRS ? t : 0;  // padding taps read tap 0 (their sums are dropped)
+    const int64_t c = u / (p.R * p.S), r = u / p.S % p.R, s = u % p.S;
+    offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
+  }
+  const int64_t part = p.groups * taps_pad * KP;
+  const int nt = conv_team(p, p.N);
+  std::vector<T> parts(size_t(nt * part), T(0));
+  std::atomic<int64_t> next{0};
+  run_team(nt, [&](int t, int) {
+    T* dwT = parts.data() + t * part;
+    for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;)
+      cv_dw_image(a, g, n, pix.data(), offs.data(), taps_pad, dwT);
+  });
+  for (int64_t gr = 0; gr < p.groups; ++gr)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t t = 0; t < CRS; ++t) {
+        T s = 0;
+        for (int u = 0; u < nt; ++u) s += parts[size_t(u * part + (gr * taps_pad + t) * KP + k)];
+        a.dw[(gr * Kg + k) * CRS + t] += s;
+      }
+}
+
 // The input gradient of a stride-1, dilation-1 convolution is itself a forward
 // convolution: dx = conv(g, w'), g = dy * act'(y) with K input channels, w'[c, k,
 // r, s] = w[k, c, R-1-r, S-1-s] (per group: [Cg, Kg, R, S]) and padding R-1-pad_h,
@@ -886,8 +1066,9 @@ void conv2d_backward(const ConvArgs<T>& a) {
     if (a.dx) std::fill(a.dx, a.dx + p.N * p.C * p.H * p.W, T(0));
     return;
   }
-  const bool ddx = a.dx && direct_dx_ok<T>(p), ddw = dw_out && direct_dw_ok<T>(p);
-  if (ddx || ddw) {
+  const bool ddx = a.dx && direct_dx_ok<T>(p), cvdw = dw_out && cv_dw_ok<T>(p);
+  const bool ddw = dw_out && !cvdw && direct_dw_ok<T>(p);
+  if (ddx || ddw || cvdw) {
     // g = dy * act'(y) once for the whole batch when there is an activation
     std::vector<T> gbuf;
     const T* g = a.dy;
@@ -899,9 +1080,10 @@ void conv2d_backward(const ConvArgs<T>& a) {
     }
     if (ddx) direct_input_grad(a, g);
     if (ddw) direct_weight_grad(a, g);
+    if (cvdw) cv_weight_grad(a, g);
     ConvArgs<T> rest = a;  // what is left, by the paths below (dw already zeroed / accumulated into)
     rest.dx = ddx ? nullptr : a.dx;
-    rest.dw = ddw ? nullptr : a.dw;
+    rest.dw = ddw || cvdw ? nullptr : a.dw;
     rest.dy = g;
     rest.act = Activation::identity;
     rest.accumulate = true;  // dw / db were zeroed above when not accumulating
