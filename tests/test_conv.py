@@ -280,3 +280,34 @@ def test_conv2d_channel_vector_dw_float64(case):
 @pytest.mark.parametrize("case", CV_DW[:3] + CV_DW[-1:])
 def test_conv2d_channel_vector_dw_threads(case, threads):
     _check(case, np.float32)
+
+
+# Forward with vectors along the output channels (strided / small-image shapes with
+# K >= 12 at AVX-512, >= 6 at AVX2; CV_DW above runs it too): several pixel chunks per
+# image (1200 outputs of 128 channels), no bias, 1x1 stride 2, every activation.
+CV_FWD = [
+    (1, 2, 60, 80, 128, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (3, 8, 9, 9, 32, (1, 1), (2, 2), (0, 0), (1, 1), 1),
+    (2, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (1, 1), 1),   # LeNet's second layer
+    (3, 16, 8, 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8x8 images
+]
+
+
+@pytest.mark.parametrize("case", CV_FWD)
+def test_conv2d_channel_vector_fwd_every_isa(case, isa):
+    _check(case, np.float32, "relu")
+    _, _, _, _, _, _, st, pad, dil, groups = case
+    x, w, _, _ = _data(case, np.float32)
+    ref, _ = conv2d_ref(x, w, None, st, pad, dil, groups)
+    np.testing.assert_allclose(F.conv2d(x, w, None, st, pad, dil, groups), ref, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("case", CV_FWD)
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_conv2d_channel_vector_fwd_float64(case, activation):
+    _check(case, np.float64, activation)
+
+
+@pytest.mark.parametrize("case", CV_FWD[:2])
+def test_conv2d_channel_vector_fwd_threads(case, threads):
+    _check(case, np.float32, "tanh")

@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -113,6 +114,23 @@ inline T act_apply(Activation a, T v) {
     case Activation::tanh: return std::tanh(v);
     case Activation::sigmoid: return T(1) / (T(1) + std::exp(-v));
     default: return v;
+  }
+}
+// y = act(y) in place (the switch outside the loops, which then vectorise).
+template <class T>
+void act_inplace(Activation a, T* __restrict y, int64_t n) {
+  switch (a) {
+    case Activation::relu:
+      for (int64_t i = 0; i < n; ++i) y[i] = y[i] > T(0) ? y[i] : T(0);
+      break;
+    case Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(y[i]);
+      break;
+    case Activation::sigmoid:
+      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-y[i]));
+      break;
+    default:
+      break;
   }
 }
 // g * act'(pre) written through the output y = act(pre).
@@ -717,6 +735,188 @@ void direct_forward(const ConvArgs<T>& a) {
   });
 }
 
+// dst[q*ldd + k] = src[k*lds + q] for k < nk, q < nq (8x8 blocks in registers for float).
+template <class T>
+void transpose_into(const T* __restrict src, int64_t lds, int64_t nk, int64_t nq, T* __restrict dst, int64_t ldd) {
+  int64_t k0 = 0;
+#if defined(__AVX2__) || defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    for (; k0 + 8 <= nk; k0 += 8) {
+      int64_t q0 = 0;
+      for (; q0 + 8 <= nq; q0 += 8) {
+        const float* s0 = src + k0 * lds + q0;
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s0 + i * lds);
+        for (int i = 0; i < 4; ++i) {
+          t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        const __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
+        const __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+        const __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+        float* d0 = dst + q0 * ldd + k0;
+        _mm256_storeu_ps(d0 + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d0 + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d0 + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d0 + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d0 + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d0 + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d0 + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d0 + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+      }
+      for (int64_t k = k0; k < k0 + 8; ++k)
+        for (int64_t q = q0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+    }
+  }
+#endif
+  for (int64_t k = k0; k < nk; ++k)
+    for (int64_t q = 0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+}
+
+// ---- forward with vectors along the output channels ------------------------------------------
+// An implicit GEMM: y^T[p, k] = bias[k] + sum_t xpad[pix(p) + off(t)] * w^T[t, k] (taps, pix and
+// the zero-bordered input as in the weight gradient above), for the shapes the width-vectorised
+// direct kernel cannot take (strides, small images: an 8x8 output is half a 16-wide chunk).
+// Per image: tiles of MP pixels x KV channel vectors in registers; per tap KV vector loads of
+// w^T, MP broadcasts of x, MP*KV FMAs.  No im2col matrix, no packing of it, no scatter of a
+// band: the only extra pass is the transpose of y^T [pixels, KP] (in L1/L2) into NCHW, with the
+// activation.  The taps run in blocks of kCvTapBlock (their w^T, 16 KB with 4 vectors, stays
+// in L1 while every pixel tile of the image passes); the accumulators go through y^T between blocks.
+template <class T>
+struct CvFwd {
+#if defined(__AVX512F__)
+  static constexpr int kMaxKV = 4, kMPMain = 6;  // 24 accumulators
+#else
+  static constexpr int kMaxKV = 2, kMPMain = 6;  // 12
+#endif
+  static constexpr int kMPRest = 8;  // pixels per tile for a narrower remainder (pointers: 8 registers)
+};
+constexpr int64_t kCvTapBlock = 64;
+constexpr int64_t kCvOutBytes = 256 << 10;  // y^T of a pixel chunk  // 32 / 64 / 128 / 192 / 576 measured: 64 best or equal
+
+template <class T, int KV, int MP>
+void cv_fwd_tile(const T* __restrict xpad, const int64_t* __restrict pix, const int64_t* __restrict offs,
+                 int64_t t0, int64_t t1, const T* __restrict wT, int64_t KP, T* __restrict yT, const T* bias) {
+  using D = DirectVec<T>;
+  using V = typename D::V;
+  constexpr int VW = D::width;
+  const T* xb[MP];
+  for (int i = 0; i < MP; ++i) xb[i] = xpad + pix[i];
+  V acc[MP][KV];
+  if (bias) {
+    for (int j = 0; j < KV; ++j) {
+      const V b = D::load(bias + j * VW);
+      for (int i = 0; i < MP; ++i) acc[i][j] = b;
+    }
+  } else {
+    for (int i = 0; i < MP; ++i)
+      for (int j = 0; j < KV; ++j) acc[i][j] = D::load(yT + i * KP + j * VW);
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t o = offs[t];
+    const T* wt = wT + t * KP;
+    V wv[KV];
+    for (int j = 0; j < KV; ++j) wv[j] = D::load(wt + j * VW);
+    for (int i = 0; i < MP; ++i) {
+      const V xv = D::set1(xb[i][o]);
+      for (int j = 0; j < KV; ++j) acc[i][j] = D::fma(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MP; ++i)
+    for (int j = 0; j < KV; ++j) D::store(yT + i * KP + j * VW, acc[i][j]);
+}
+
+// Every pixel tile of one image for KV vectors at column kv0, tap block [t0, t1).
+template <class T, int KV, int MP>
+void cv_fwd_tiles(const T* xpad, const int64_t* pix, int64_t np, const int64_t* offs, int64_t t0, int64_t t1,
+                  const T* wT, int64_t KP, int64_t kv0, T* yT, const T* bias) {
+  constexpr int VW = DirectVec<T>::width;
+  for (int64_t q0 = 0; q0 < np; q0 += MP)  // the last tile may run into the padding pixels
+    cv_fwd_tile<T, KV, MP>(xpad, pix + q0, offs, t0, t1, wT + kv0 * VW, KP, yT + q0 * KP + kv0 * VW,
+                           bias ? bias + kv0 * VW : nullptr);
+}
+
+template <class T>
+int64_t cv_kp(const ConvShape& p) {
+  constexpr int VW = DirectVec<T>::width;
+  return (p.Kg() + VW - 1) / VW * VW;
+}
+
+// Worth it when at least 3/4 of the lanes hold a channel (not for LeNet's 6 channels).
+template <class T>
+bool cv_lanes_ok(const ConvShape& p) {
+  return !is_pointwise(p) && !is_depthwise(p) && 4 * p.Kg() >= 3 * cv_kp<T>(p);
+}
+
+template <class T>
+void cv_forward(const ConvArgs<T>& a) {
+  using C = CvFwd<T>;
+  constexpr int VW = DirectVec<T>::width;
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_kp<T>(p), KV = KP / VW;
+  const int64_t OHW = p.OH * p.OW, HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w;
+  // pixel chunks of ~kCvOutBytes of y^T (L2); the last tile of a chunk may run up to 23 pixels
+  // past it: the pixel table is padded (repeating pixel 0: computed, never stored)
+  const int64_t PCF = std::max<int64_t>(48, kCvOutBytes / int64_t(KP * sizeof(T)) / 24 * 24);
+  std::vector<int64_t> pix(static_cast<size_t>(OHW + 24)), offs(static_cast<size_t>(CRS));
+  for (int64_t q = 0; q < OHW + 24; ++q) {
+    const int64_t u = q < OHW ? q : 0;
+    pix[size_t(q)] = (u / p.OW) * p.stride_h * WP + (u % p.OW) * p.stride_w;
+  }
+  for (int64_t t = 0; t < CRS; ++t) {
+    const int64_t c = t / (p.R * p.S), r = t / p.S % p.R, s = t % p.S;
+    offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
+  }
+  // w^T per group [CRS, KP] and the bias [KP], zeros past Kg
+  std::vector<T> wT(size_t(p.groups * CRS * KP), T(0)), bT(size_t(p.groups * KP), T(0));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    transpose_into(a.w + g * Kg * CRS, CRS, Kg, CRS, wT.data() + g * CRS * KP, KP);
+    if (a.bias) std::copy(a.bias + g * Kg, a.bias + (g + 1) * Kg, bT.begin() + g * KP);
+  }
+  std::atomic<int64_t> next{0};
+  run_team(conv_team(p, p.N), [&](int, int) {
+    T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
+    T* yT = workspace<T>(6, size_t((PCF + 24) * KP));
+    for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        direct_pad_input(p, a.x, n, g, xpad, HP, WP);
+        const T* wg = wT.data() + g * CRS * KP;
+        const T* bg = bT.data() + g * KP;
+        T* yg = a.y + (n * p.K + g * Kg) * OHW;
+        for (int64_t q0 = 0; q0 < OHW; q0 += PCF) {
+          const int64_t nq = std::min(PCF, OHW - q0);
+          const int64_t* pq = pix.data() + q0;
+          for (int64_t t0 = 0; t0 < CRS; t0 += kCvTapBlock) {
+            const int64_t t1 = std::min(CRS, t0 + kCvTapBlock);
+            const T* b0 = t0 == 0 ? bg : nullptr;  // the first block starts from the bias, the others from y^T
+            int64_t kv0 = 0;
+            for (; kv0 + C::kMaxKV <= KV; kv0 += C::kMaxKV)
+              cv_fwd_tiles<T, C::kMaxKV, C::kMPMain>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0);
+            switch (KV - kv0) {
+              case 1: cv_fwd_tiles<T, 1, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
+#if defined(__AVX512F__)
+              case 2: cv_fwd_tiles<T, 2, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
+              case 3: cv_fwd_tiles<T, 3, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
+#endif
+              default: break;
+            }
+          }
+          transpose_into(yT, KP, nq, Kg, yg + q0, OHW);
+          if (a.act != Activation::identity)
+            for (int64_t k = 0; k < Kg; ++k) act_inplace(a.act, yg + k * OHW + q0, nq);
+        }
+      }
+    }
+  });
+}
+
+// Where the channel-vector forward replaces im2col + GEMM (measured: see conv2d_forward).
+template <class T>
+bool use_cv_forward(const ConvShape& p) {
+  return cv_lanes_ok<T>(p);
+}
+
 template <class T>
 void conv2d_forward(const ConvArgs<T>& a) {
   const ConvShape& p = a.s;
@@ -731,6 +931,10 @@ void conv2d_forward(const ConvArgs<T>& a) {
   }
   if (use_direct<T>(p)) {
     direct_forward(a);
+    return;
+  }
+  if (use_cv_forward<T>(p)) {
+    cv_forward(a);
     return;
   }
   const int64_t imgs = band_images<T>(p, team_size(p.N));
@@ -882,61 +1086,12 @@ void cv_dw_taps(const T* xpad, const int64_t* pix, int64_t np, const T* gT, int6
     cv_dw_tile<T, KV, NT>(xpad, pix, np, gT + kv0 * VW, KP, offs + t0, dwT + t0 * KP + kv0 * VW);
 }
 
-// dst[q*ldd + k] = src[k*lds + q] for k < nk, q < nq (8x8 blocks in registers for float).
-template <class T>
-void transpose_into(const T* __restrict src, int64_t lds, int64_t nk, int64_t nq, T* __restrict dst, int64_t ldd) {
-  int64_t k0 = 0;
-#if defined(__AVX2__) || defined(__AVX512F__)
-  if constexpr (std::is_same<T, float>::value) {
-    for (; k0 + 8 <= nk; k0 += 8) {
-      int64_t q0 = 0;
-      for (; q0 + 8 <= nq; q0 += 8) {
-        const float* s0 = src + k0 * lds + q0;
-        __m256 r[8], t[8];
-        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s0 + i * lds);
-        for (int i = 0; i < 4; ++i) {
-          t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-          t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
-        const __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
-        const __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
-        const __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
-        const __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
-        float* d0 = dst + q0 * ldd + k0;
-        _mm256_storeu_ps(d0 + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_storeu_ps(d0 + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_storeu_ps(d0 + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_storeu_ps(d0 + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_storeu_ps(d0 + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_storeu_ps(d0 + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_storeu_ps(d0 + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_storeu_ps(d0 + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
-      }
-      for (int64_t k = k0; k < k0 + 8; ++k)
-        for (int64_t q = q0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
-    }
-  }
-#endif
-  for (int64_t k = k0; k < nk; ++k)
-    for (int64_t q = 0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
-}
-
-template <class T>
-int64_t cv_dw_kp(const ConvShape& p) {
-  constexpr int VW = CvDw<T>::VW;
-  return (p.Kg() + VW - 1) / VW * VW;
-}
 
 constexpr int64_t kCvChunkBytes = 32 << 10;
 
 // Taps padded to a multiple of the tile (both tile sizes divide it: 24 = lcm(6, 8)).
 inline int64_t cv_dw_taps_pad(int64_t crs) { return (crs + 23) / 24 * 24; }
 
-// Worth it when at least 3/4 of the lanes carry a channel (not for LeNet's 6).
-template <class T>
-bool cv_dw_ok(const ConvShape& p) {
-  return !is_pointwise(p) && !is_depthwise(p) && 4 * p.Kg() >= 3 * cv_dw_kp<T>(p);
-}
 
 template <class T>
 void cv_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, const int64_t* pix, const int64_t* offs,
@@ -944,7 +1099,7 @@ void cv_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, const int64_t* pix
   using C = CvDw<T>;
   constexpr int VW = C::VW;
   const ConvShape& p = a.s;
-  const int64_t Cg = p.Cg(), Kg = p.Kg(), KP = cv_dw_kp<T>(p), OHW = p.OH * p.OW, KV = KP / VW;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), KP = cv_kp<T>(p), OHW = p.OH * p.OW, KV = KP / VW;
   const int64_t HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w, CRS = Cg * p.R * p.S;
   // pixels per chunk: g^T of the chunk in ~kChunkBytes (L1)
   const int64_t PC = std::max<int64_t>(16, kCvChunkBytes / int64_t(KP * sizeof(T)));
@@ -978,7 +1133,7 @@ void cv_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, const int64_t* pix
 template <class T>
 void cv_weight_grad(const ConvArgs<T>& a, const T* g) {
   const ConvShape& p = a.s;
-  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_dw_kp<T>(p), OHW = p.OH * p.OW;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_kp<T>(p), OHW = p.OH * p.OW;
   const int64_t HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w, taps_pad = cv_dw_taps_pad(CRS);
   std::vector<int64_t> pix(static_cast<size_t>(OHW)), offs(static_cast<size_t>(taps_pad));
   for (int64_t oh = 0; oh < p.OH; ++oh)
@@ -1066,7 +1221,7 @@ void conv2d_backward(const ConvArgs<T>& a) {
     if (a.dx) std::fill(a.dx, a.dx + p.N * p.C * p.H * p.W, T(0));
     return;
   }
-  const bool ddx = a.dx && direct_dx_ok<T>(p), cvdw = dw_out && cv_dw_ok<T>(p);
+  const bool ddx = a.dx && direct_dx_ok<T>(p), cvdw = dw_out && cv_lanes_ok<T>(p);
   const bool ddw = dw_out && !cvdw && direct_dw_ok<T>(p);
   if (ddx || ddw || cvdw) {
     // g = dy * act'(y) once for the whole batch when there is an activation
