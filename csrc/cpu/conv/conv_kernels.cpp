@@ -1349,10 +1349,93 @@ __attribute__((noinline)) void max_tap(const T* __restrict xt, T* __restrict bes
   }
 }
 
+// 2x2 windows, stride 2, inside the image (the usual CNN pooling): one output row of a plane
+// at a time, the four taps compared in order with selects (the same first-maximum / NaN rule as
+// max_tap), the flat index computed from the winning tap.  One loop the compiler vectorises
+// (stride-2 loads become permutes); the general path below calls max_tap on runs of OW
+// outputs, which for LeNet's 14- and 5-wide rows is mostly call overhead and scalar tails.
+template <class T>
+void max_pool_2x2s2_row(const T* __restrict r0, const T* __restrict r1, T* __restrict y, int64_t* __restrict ix,
+                        int64_t n, int64_t base, int64_t W) {
+  for (int64_t j = 0; j < n; ++j) {
+    T best = r0[2 * j];
+    int64_t at = base + 2 * j;
+    const T v1 = r0[2 * j + 1], v2 = r1[2 * j], v3 = r1[2 * j + 1];
+    bool take = (v1 > best) | (v1 != v1);
+    best = take ? v1 : best;
+    at = take ? base + 2 * j + 1 : at;
+    take = (v2 > best) | (v2 != v2);
+    best = take ? v2 : best;
+    at = take ? base + W + 2 * j : at;
+    take = (v3 > best) | (v3 != v3);
+    best = take ? v3 : best;
+    at = take ? base + W + 2 * j + 1 : at;
+    y[j] = best;
+    ix[j] = at;
+  }
+}
+
+#if defined(__AVX512F__)
+// float with AVX-512: 16 outputs per step, masked loads / stores for the tail of a row (LeNet's
+// rows are 14 and 5 wide: the loop above would run them in its scalar remainder, with branches).
+template <>
+void max_pool_2x2s2_row<float>(const float* __restrict r0, const float* __restrict r1, float* __restrict y,
+                               int64_t* __restrict ix, int64_t n, int64_t base, int64_t W) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i lane2 = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t m = std::min<int64_t>(16, n - j);
+    const __mmask16 mo = __mmask16((1u << m) - 1);
+    const __mmask16 m_lo = __mmask16(m >= 8 ? 0xFFFF : (1u << (2 * m)) - 1);
+    const __mmask16 m_hi = __mmask16(m <= 8 ? 0 : (1u << (2 * (m - 8))) - 1);
+    auto pairs = [&](const float* r, __m512& e, __m512& o) {
+      const __m512 lo = _mm512_maskz_loadu_ps(m_lo, r + 2 * j), hi = _mm512_maskz_loadu_ps(m_hi, r + 2 * j + 16);
+      e = _mm512_permutex2var_ps(lo, even, hi);
+      o = _mm512_permutex2var_ps(lo, odd, hi);
+    };
+    __m512 v0, v1, v2, v3;
+    pairs(r0, v0, v1);
+    pairs(r1, v2, v3);
+    // offset of the winner from the window's first tap: 0, 1, W, W + 1 (first maximum; a NaN wins)
+    __m512 best = v0;
+    __m512i off = _mm512_setzero_si512();
+    __mmask16 t = _mm512_cmp_ps_mask(v1, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+    best = _mm512_mask_mov_ps(best, t, v1);
+    off = _mm512_mask_mov_epi32(off, t, _mm512_set1_epi32(1));
+    t = _mm512_cmp_ps_mask(v2, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v2, v2, _CMP_UNORD_Q);
+    best = _mm512_mask_mov_ps(best, t, v2);
+    off = _mm512_mask_mov_epi32(off, t, _mm512_set1_epi32(int32_t(W)));
+    t = _mm512_cmp_ps_mask(v3, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v3, v3, _CMP_UNORD_Q);
+    best = _mm512_mask_mov_ps(best, t, v3);
+    off = _mm512_mask_mov_epi32(off, t, _mm512_set1_epi32(int32_t(W + 1)));
+    _mm512_mask_storeu_ps(y + j, mo, best);
+    off = _mm512_add_epi32(off, lane2);  // + 2 * lane
+    const __m512i b = _mm512_set1_epi64(base + 2 * j);
+    const __m512i i_lo = _mm512_add_epi64(b, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(off)));
+    const __m512i i_hi = _mm512_add_epi64(b, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(off, 1)));
+    _mm512_mask_storeu_epi64(ix + j, __mmask8(mo & 0xFF), i_lo);
+    _mm512_mask_storeu_epi64(ix + j + 8, __mmask8(mo >> 8), i_hi);
+  }
+}
+#endif
+
 template <class T>
 void max_pool2d_forward(const PoolArgs<T>& a) {
   const PoolShape& p = a.s;
   const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  if (p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
+      p.dil_h == 1 && p.dil_w == 1 && p.OH > 0 && p.OW > 0 && 2 * p.OH <= p.H && 2 * p.OW <= p.W) {
+    for_planes(p.planes, OHW * 4, [&](int64_t pl) {
+      const T* x = a.x + pl * HW;
+      for (int64_t oh = 0; oh < p.OH; ++oh) {
+        const int64_t base = 2 * oh * p.W;
+        max_pool_2x2s2_row(x + base, x + base + p.W, a.y + pl * OHW + oh * p.OW, a.indices + pl * OHW + oh * p.OW,
+                           p.OW, base, p.W);
+      }
+    });
+    return;
+  }
   // Windows that never leave the image (no padding, dilation 1, the common
   // 2x2 / stride 2): no clipping, a branch-free running maximum.  Same result
   // as the general loop: the first maximum wins, a NaN (the last one) propagates.
