@@ -647,15 +647,24 @@ void direct_pack(const ConvArgs<T>& a, int KB, std::vector<T>& wpack, std::vecto
     }
 }
 
-// Input planes of group g of image n into the zero-bordered scratch [Cg, HP, WP].
+// Input planes of group g of image n into the zero-bordered scratch [Cg, HP, WP] (the image at
+// row pad_h, column pad_w).  Only the border is zeroed and rows are copied by inline loops: a
+// memset of the whole scratch and a memcpy call per (short) row were ~8 % of a strided layer.
 template <class T>
 void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* xpad, int64_t HP, int64_t WP) {
-  const int64_t Cg = p.Cg();
-  std::fill(xpad, xpad + Cg * HP * WP, T(0));
+  const int64_t Cg = p.Cg(), right = WP - p.pad_w - p.W;
   for (int64_t c = 0; c < Cg; ++c) {
-    const T* xc = x + ((n * p.C + g * Cg + c) * p.H) * p.W;
-    for (int64_t h = 0; h < p.H; ++h)
-      std::memcpy(xpad + (c * HP + h + p.pad_h) * WP + p.pad_w, xc + h * p.W, size_t(p.W) * sizeof(T));
+    const T* __restrict xc = x + ((n * p.C + g * Cg + c) * p.H) * p.W;
+    T* __restrict dc = xpad + c * HP * WP;
+    std::fill(dc, dc + p.pad_h * WP, T(0));
+    for (int64_t h = 0; h < p.H; ++h) {
+      T* __restrict d = dc + (h + p.pad_h) * WP;
+      const T* __restrict src = xc + h * p.W;
+      for (int64_t i = 0; i < p.pad_w; ++i) d[i] = T(0);
+      for (int64_t i = 0; i < p.W; ++i) d[p.pad_w + i] = src[i];
+      for (int64_t i = 0; i < right; ++i) d[p.pad_w + p.W + i] = T(0);
+    }
+    std::fill(dc + (p.H + p.pad_h) * WP, dc + HP * WP, T(0));
   }
 }
 
@@ -813,7 +822,7 @@ struct CvFwd {
 #endif
   static constexpr int kMPRest = 8;  // pixels per tile for a narrower remainder (pointers: 8 registers)
 };
-constexpr int64_t kCvTapBlock = 64;
+constexpr int64_t kCvTapBlock = 64;  // 32 / 48 / 64 / 80 / 128 / 192 / 576 measured (64 -> 128 s2): 64 best
 constexpr int64_t kCvOutBytes = 256 << 10;  // y^T of a pixel chunk  // 32 / 64 / 128 / 192 / 576 measured: 64 best or equal
 
 template <class T, int KV, int MP>
@@ -908,19 +917,24 @@ void cv_forward(const ConvArgs<T>& a) {
         for (int64_t q0 = 0; q0 < OHW; q0 += PCF) {
           const int64_t nq = std::min(PCF, OHW - q0);
           const int64_t* pq = pix.data() + q0;
-          for (int64_t t0 = 0; t0 < CRS; t0 += kCvTapBlock) {
-            const int64_t t1 = std::min(CRS, t0 + kCvTapBlock);
-            const T* b0 = t0 == 0 ? bg : nullptr;  // the first block starts from the bias, the others from y^T
-            int64_t kv0 = 0;
-            for (; kv0 + C::kMaxKV <= KV; kv0 += C::kMaxKV)
-              cv_fwd_tiles<T, C::kMaxKV, C::kMPMain>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0);
-            switch (KV - kv0) {
-              case 1: cv_fwd_tiles<T, 1, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
+          // per block of channel vectors, the tap blocks: the working set of one (vectors, taps)
+          // step -- its w^T (16 KB), its half of y^T, the x planes of its taps -- stays in L1
+          const int64_t TB = kCvTapBlock;
+          for (int64_t kv0 = 0; kv0 < KV; kv0 += C::kMaxKV) {
+            for (int64_t t0 = 0; t0 < CRS; t0 += TB) {
+              const int64_t t1 = std::min(CRS, t0 + TB);
+              const T* b0 = t0 == 0 ? bg : nullptr;  // the first block starts from the bias, the others from y^T
+              switch (std::min<int64_t>(C::kMaxKV, KV - kv0)) {
+                case C::kMaxKV:
+                  cv_fwd_tiles<T, C::kMaxKV, C::kMPMain>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0);
+                  break;
+                case 1: cv_fwd_tiles<T, 1, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
 #if defined(__AVX512F__)
-              case 2: cv_fwd_tiles<T, 2, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
-              case 3: cv_fwd_tiles<T, 3, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
+                case 2: cv_fwd_tiles<T, 2, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
+                case 3: cv_fwd_tiles<T, 3, C::kMPRest>(xpad, pq, nq, offs.data(), t0, t1, wg, KP, kv0, yT, b0); break;
 #endif
-              default: break;
+                default: break;
+              }
             }
           }
           transpose_into(yT, KP, nq, Kg, yg + q0, OHW);
