@@ -1219,8 +1219,11 @@ inline ConvShape transposed_shape(const ConvShape& p) {
 
 template <class T>
 bool direct_dx_ok(const ConvShape& p) {
-  return p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.pad_h <= p.R - 1 &&
-         p.pad_w <= p.S - 1 && !is_pointwise(p) && !is_depthwise(p) && use_direct<T>(transposed_shape(p));
+  if (!(p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.pad_h <= p.R - 1 &&
+        p.pad_w <= p.S - 1 && !is_pointwise(p) && !is_depthwise(p)))
+    return false;
+  const ConvShape t = transposed_shape(p);
+  return use_direct<T>(t) || use_cv_forward<T>(t);  // either direct forward kernel
 }
 
 template <class T>
@@ -1240,7 +1243,10 @@ void direct_input_grad(const ConvArgs<T>& a, const T* g) {
   ta.x = g;
   ta.w = wt.data();
   ta.y = a.dx;
-  direct_forward(ta);
+  if (use_direct<T>(ta.s))
+    direct_forward(ta);
+  else
+    cv_forward(ta);  // e.g. 16x16 and 8x8 images with 16-wide vectors: half a 32-wide chunk
 }
 
 template <class T>
