@@ -647,24 +647,41 @@ void direct_pack(const ConvArgs<T>& a, int KB, std::vector<T>& wpack, std::vecto
     }
 }
 
+// d[0, lead) = 0, d[lead, lead + n) = src, d[lead + n, lead + n + trail) = 0: one padded row.
+// Written as vector moves (for short rows GCC turns plain loops into memset / memcpy calls,
+// which cost more than the copy); float with AVX-512 uses masked moves for the tails.
+template <class T>
+inline void padded_row(T* __restrict d, const T* __restrict src, int64_t lead, int64_t n, int64_t trail) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    auto mask = [](int64_t m) { return __mmask16(m >= 16 ? 0xFFFF : (1u << m) - 1); };
+    const __m512 z = _mm512_setzero_ps();
+    for (int64_t i = 0; i < lead; i += 16) _mm512_mask_storeu_ps(d + i, mask(lead - i), z);
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = mask(n - i);
+      _mm512_mask_storeu_ps(d + lead + i, m, _mm512_maskz_loadu_ps(m, src + i));
+    }
+    for (int64_t i = 0; i < trail; i += 16) _mm512_mask_storeu_ps(d + lead + n + i, mask(trail - i), z);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < lead; ++i) d[i] = T(0);
+  for (int64_t i = 0; i < n; ++i) d[lead + i] = src[i];
+  for (int64_t i = 0; i < trail; ++i) d[lead + n + i] = T(0);
+}
+
 // Input planes of group g of image n into the zero-bordered scratch [Cg, HP, WP] (the image at
-// row pad_h, column pad_w).  Only the border is zeroed and rows are copied by inline loops: a
-// memset of the whole scratch and a memcpy call per (short) row were ~8 % of a strided layer.
+// row pad_h, column pad_w).  Only the border is zeroed (a memset of the whole scratch and a
+// memcpy call per short row were ~8 % of a strided layer).
 template <class T>
 void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* xpad, int64_t HP, int64_t WP) {
   const int64_t Cg = p.Cg(), right = WP - p.pad_w - p.W;
   for (int64_t c = 0; c < Cg; ++c) {
-    const T* __restrict xc = x + ((n * p.C + g * Cg + c) * p.H) * p.W;
-    T* __restrict dc = xpad + c * HP * WP;
-    std::fill(dc, dc + p.pad_h * WP, T(0));
-    for (int64_t h = 0; h < p.H; ++h) {
-      T* __restrict d = dc + (h + p.pad_h) * WP;
-      const T* __restrict src = xc + h * p.W;
-      for (int64_t i = 0; i < p.pad_w; ++i) d[i] = T(0);
-      for (int64_t i = 0; i < p.W; ++i) d[p.pad_w + i] = src[i];
-      for (int64_t i = 0; i < right; ++i) d[p.pad_w + p.W + i] = T(0);
-    }
-    std::fill(dc + (p.H + p.pad_h) * WP, dc + HP * WP, T(0));
+    const T* xc = x + ((n * p.C + g * Cg + c) * p.H) * p.W;
+    T* dc = xpad + c * HP * WP;
+    for (int64_t h = 0; h < p.pad_h; ++h) padded_row<T>(dc + h * WP, nullptr, WP, 0, 0);
+    for (int64_t h = 0; h < p.H; ++h) padded_row(dc + (h + p.pad_h) * WP, xc + h * p.W, p.pad_w, p.W, right);
+    for (int64_t h = p.H + p.pad_h; h < HP; ++h) padded_row<T>(dc + h * WP, nullptr, WP, 0, 0);
   }
 }
 
@@ -862,9 +879,27 @@ template <class T, int KV, int MP>
 void cv_fwd_tiles(const T* xpad, const int64_t* pix, int64_t np, const int64_t* offs, int64_t t0, int64_t t1,
                   const T* wT, int64_t KP, int64_t kv0, T* yT, const T* bias) {
   constexpr int VW = DirectVec<T>::width;
-  for (int64_t q0 = 0; q0 < np; q0 += MP)  // the last tile may run into the padding pixels
-    cv_fwd_tile<T, KV, MP>(xpad, pix + q0, offs, t0, t1, wT + kv0 * VW, KP, yT + q0 * KP + kv0 * VW,
-                           bias ? bias + kv0 * VW : nullptr);
+  const T* b = bias ? bias + kv0 * VW : nullptr;
+  int64_t q0 = 0;
+  for (; q0 + MP <= np; q0 += MP)
+    cv_fwd_tile<T, KV, MP>(xpad, pix + q0, offs, t0, t1, wT + kv0 * VW, KP, yT + q0 * KP + kv0 * VW, b);
+  if (q0 == np) return;
+  T* yq = yT + q0 * KP + kv0 * VW;
+  const T* wq = wT + kv0 * VW;
+  // the last, partial tile: with the widest vector block, a shorter tile (an 8x8 image is
+  // 10 x 6 + 4 pixels: a padded 11th tile of 6 would compute 3 % more); others compute
+  // into the padding pixels
+  if (KV == CvFwd<T>::kMaxKV && MP == CvFwd<T>::kMPMain) {
+    switch (np - q0) {
+      case 1: cv_fwd_tile<T, KV, 1>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 2: cv_fwd_tile<T, KV, 2>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 3: cv_fwd_tile<T, KV, 3>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 4: cv_fwd_tile<T, KV, 4>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 5: cv_fwd_tile<T, KV, 5>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      default: break;
+    }
+  }
+  cv_fwd_tile<T, KV, MP>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b);
 }
 
 template <class T>
