@@ -284,13 +284,14 @@ def test_conv2d_channel_vector_dw_threads(case, threads):
 
 # Forward with vectors along the output channels (strided / small-image shapes with
 # K >= 12 at AVX-512, >= 6 at AVX2; CV_DW above runs it too): several pixel chunks per
-# image (1200 outputs of 128 channels), no bias, 1x1 stride 2, every activation.
+# image (1200 outputs of 128 channels), no bias, 1x1 stride 2, every activation, two tap blocks.
 CV_FWD = [
     (1, 2, 60, 80, 128, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     (3, 8, 9, 9, 32, (1, 1), (2, 2), (0, 0), (1, 1), 1),
     (2, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (1, 1), 1),   # LeNet's second layer
     (3, 16, 8, 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8x8 images (the input gradient too)
     (2, 20, 11, 9, 24, (5, 3), (1, 1), (2, 0), (1, 1), 1),   # input gradient: partial vector, pad 0
+    (1, 460, 5, 6, 16, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # 4140 taps: two tap blocks
 ]
 
 
