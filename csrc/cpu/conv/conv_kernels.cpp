@@ -1137,7 +1137,7 @@ void cv_dw_tile(const T* __restrict xpad, const int64_t* __restrict pix, int64_t
   V acc[NT][KV];
   for (int i = 0; i < NT; ++i)
     for (int j = 0; j < KV; ++j) acc[i][j] = D::load(dwT + i * KP + j * VW);
-  for (int64_t q = 0; q < np; ++q) {
+  for (int64_t q = 0; q < np; ++q) {  // (unrolling this loop by 4 measured no change)
     const T* xb = xpad + pix[q];
     const T* gq = gT + q * KP;
     V gv[KV];
@@ -1161,7 +1161,7 @@ void cv_dw_taps(const T* xpad, const int64_t* pix, int64_t np, const T* gT, int6
 }
 
 
-constexpr int64_t kCvChunkBytes = 32 << 10;
+constexpr int64_t kCvChunkBytes = 32 << 10;  // 16 / 32 / 64 / 128 KB measured: 32 best or equal
 
 // Taps padded to a multiple of the tile (both tile sizes divide it: 24 = lcm(6, 8)).
 inline int64_t cv_dw_taps_pad(int64_t crs) { return (crs + 23) / 24 * 24; }
