@@ -313,3 +313,33 @@ def test_conv2d_channel_vector_fwd_float64(case, activation):
 @pytest.mark.parametrize("case", CV_FWD[:2])
 def test_conv2d_channel_vector_fwd_threads(case, threads):
     _check(case, np.float32, "tanh")
+
+
+# Input gradient of strided convolutions by stride phases (channel-vector kernel over the input
+# channels, when >= 3/4 of the lanes hold one): strides 2 / 3 / (2, 3), kernels 2..5 (a 2x2 kernel
+# at stride 3 leaves phases no tap reaches), padding up to 3, groups, partial and 4 + 1 vector blocks.
+STRIDED_DX = [
+    (2, 16, 9, 10, 8, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 24, 11, 8, 6, (5, 5), (2, 3), (2, 1), (1, 1), 1),
+    (3, 16, 8, 8, 12, (2, 2), (3, 3), (0, 0), (1, 1), 1),   # phase 2 of stride 3 gets no tap of 2
+    (2, 32, 7, 9, 8, (3, 2), (3, 2), (0, 1), (1, 1), 2),
+    (1, 80, 6, 6, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 12, 10, 10, 5, (4, 4), (2, 2), (3, 3), (1, 1), 1),
+    (2, 64, 16, 16, 32, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # the 16x16 -> 8x8 layer's shape
+]
+
+
+@pytest.mark.parametrize("case", STRIDED_DX)
+def test_conv2d_strided_input_grad_every_isa(case, isa):
+    _check(case, np.float32)
+    _check(case, np.float32, "relu")
+
+
+@pytest.mark.parametrize("case", STRIDED_DX)
+def test_conv2d_strided_input_grad_float64(case):
+    _check(case, np.float64, "sigmoid")
+
+
+@pytest.mark.parametrize("case", STRIDED_DX[:3])
+def test_conv2d_strided_input_grad_threads(case, threads):
+    _check(case, np.float32)
