@@ -685,14 +685,14 @@ void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* x
   }
 }
 
-// NR output rows per register block share each broadcast weight.  1: with AVX-512, 2 / 3 / 4 rows
-// (16-24 accumulators) measured the same or slower (32 -> 64: 17.0 / 18.5 / 20.6 ms; LeNet's
-// first layer 0.73 / 0.75 / 0.72 / 0.84 ms), so the generality is kept for other machines only.
+// (Register blocks of 2-4 output rows sharing each broadcast weight measured the same or slower
+// with AVX-512: 32 -> 64 17.0 / 18.5 / 20.6 ms for 1 / 2 / 3 rows; LeNet's first layer 0.73 /
+// 0.75 / 0.72 / 0.84 ms for 1-4.)
 template <class T, int KB, int SS>
 void direct_image(const ConvArgs<T>& a, int64_t n, const T* wpack, const T* bpack) {
   using D = DirectVec<T>;
   using V = typename D::V;
-  constexpr int VW = D::width, NV = kDirectNV, L = VW * NV, NR = 1;
+  constexpr int VW = D::width, NV = kDirectNV, L = VW * NV;
   const ConvShape& p = a.s;
   const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, bpg = (Kg + KB - 1) / KB;
   const int64_t OWc = (p.OW + L - 1) / L * L, HP = p.H + 2 * p.pad_h, WP = OWc + p.S - 1;
@@ -707,54 +707,51 @@ void direct_image(const ConvArgs<T>& a, int64_t n, const T* wpack, const T* bpac
       const int64_t k0 = g * Kg + blk * KB, kb = std::min<int64_t>(KB, Kg - blk * KB);
       const T* wb = wpack + (g * bpg + blk) * CRS * KB;
       const T* bb = bpack + (g * bpg + blk) * KB;
-      for (int64_t oh0 = 0; oh0 < p.OH; oh0 += NR) {
-        const int64_t nr = std::min<int64_t>(NR, p.OH - oh0);
-        int64_t xrow[NR];  // rows past OH repeat the last one (computed, not stored)
-        for (int r = 0; r < NR; ++r) xrow[r] = std::min<int64_t>(oh0 + r, p.OH - 1) * WP;
+      for (int64_t oh = 0; oh < p.OH; ++oh) {
+        T* yrow[KB];
+        for (int i = 0; i < KB; ++i) yrow[i] = a.y + ((n * p.K + k0 + std::min<int64_t>(i, kb - 1)) * p.OH + oh) * p.OW;
         for (int64_t ow0 = 0; ow0 < p.OW; ow0 += L) {
-          V acc[KB][NR][NV];
+          V acc[KB][NV];
           for (int i = 0; i < KB; ++i)
-            for (int r = 0; r < NR; ++r)
-              for (int j = 0; j < NV; ++j) acc[i][r][j] = D::set1(bb[i]);
+            for (int j = 0; j < NV; ++j) acc[i][j] = D::set1(bb[i]);
+          const T* xr0 = xpad + oh * WP + ow0;
           const T* wt = wb;
           for (int64_t cr = 0; cr < CR; ++cr) {
-            const T* xr = xpad + rowoff[cr] + ow0;
+            const T* xr = xr0 + rowoff[cr];
             for (int64_t s = 0; s < S; ++s, wt += KB) {
-              V xv[NR][NV];
-              for (int r = 0; r < NR; ++r)
-                for (int j = 0; j < NV; ++j) xv[r][j] = D::load(xr + xrow[r] + s + j * VW);
+              V xv[NV];
+              for (int j = 0; j < NV; ++j) xv[j] = D::load(xr + s + j * VW);
               for (int i = 0; i < KB; ++i) {
                 const V wv = D::set1(wt[i]);
-                for (int r = 0; r < NR; ++r)
-                  for (int j = 0; j < NV; ++j) acc[i][r][j] = D::fma(wv, xv[r][j], acc[i][r][j]);
+                for (int j = 0; j < NV; ++j) acc[i][j] = D::fma(wv, xv[j], acc[i][j]);
               }
             }
           }
-          const int64_t nfull = std::min<int64_t>(NV, (p.OW - ow0) / VW);  // whole vectors inside the row
-          const int64_t rest = p.OW - ow0 - nfull * VW;
-          for (int i = 0; i < KB; ++i) {
-            if (i >= kb) continue;
-            for (int r = 0; r < NR; ++r) {
-              if (r >= nr) continue;
-              T* yrow = a.y + ((n * p.K + k0 + i) * p.OH + oh0 + r) * p.OW + ow0;
+          if (relu)
+            for (int i = 0; i < KB; ++i)
+              for (int j = 0; j < NV; ++j) acc[i][j] = D::relu(acc[i][j]);
+          if (ow0 + L <= p.OW) {
+            for (int i = 0; i < KB; ++i)
+              if (i < kb)
+                for (int j = 0; j < NV; ++j) D::store(yrow[i] + ow0 + j * VW, acc[i][j]);
+          } else {  // whole vectors inside the row stored directly, the partial one through a scratch
+            const int64_t nfull = (p.OW - ow0) / VW, rest = p.OW - ow0 - nfull * VW;
+            for (int i = 0; i < KB; ++i) {
+              if (i >= kb) continue;
               for (int j = 0; j < NV; ++j) {
-                V v = acc[i][r][j];
-                if (relu) v = D::relu(v);
                 if (j < nfull) {
-                  D::store(yrow + j * VW, v);
+                  D::store(yrow[i] + ow0 + j * VW, acc[i][j]);
                 } else if (j == nfull && rest > 0) {
                   T tmp[VW];
-                  D::store(tmp, v);
-                  for (int64_t e = 0; e < std::min<int64_t>(rest, VW); ++e) yrow[j * VW + e] = tmp[e];
+                  D::store(tmp, acc[i][j]);
+                  for (int64_t e = 0; e < rest; ++e) yrow[i][ow0 + j * VW + e] = tmp[e];
                 }
               }
             }
           }
         }
         if (a.act != Activation::identity && !relu)
-          for (int64_t i = 0; i < kb; ++i)
-            for (int64_t r = 0; r < nr; ++r)
-              act_inplace(a.act, a.y + ((n * p.K + k0 + i) * p.OH + oh0 + r) * p.OW, p.OW);
+          for (int64_t i = 0; i < kb; ++i) act_inplace(a.act, yrow[i], p.OW);
       }
     }
   }
