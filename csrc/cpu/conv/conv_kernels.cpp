@@ -58,12 +58,24 @@ namespace {
 constexpr int64_t kColBudget = 256 << 10;
 
 // ---- per-thread workspaces, grown on demand and reused across calls -------------------
+// 64-byte aligned (vector loads of rows a multiple of 64 bytes apart then never split a line).
+template <class T>
+T* align64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
 template <class T>
 T* workspace(int slot, size_t n) {
   thread_local std::vector<T> bufs[8];
   std::vector<T>& b = bufs[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  const size_t need = n + 64 / sizeof(T);
+  if (b.size() < need) b.resize(need);
+  return align64(b.data());
+}
+// v holds n zeros from the returned 64-byte aligned pointer on.
+template <class T>
+T* zeros64(std::vector<T>& v, size_t n) {
+  v.assign(n + 64 / sizeof(T), T(0));
+  return align64(v.data());
 }
 
 // ---- threading: a team over items with dynamic hand-out (noisy machines) ------------
@@ -964,10 +976,12 @@ void cv_forward(const ConvArgs<T>& a) {
     offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
   }
   // w^T per group [CRS, KP] and the bias [KP], zeros past Kg
-  std::vector<T> wT(size_t(p.groups * CRS * KP), T(0)), bT(size_t(p.groups * KP), T(0));
+  std::vector<T> wbuf, bbuf;
+  T* wT = zeros64(wbuf, size_t(p.groups * CRS * KP));
+  T* bT = zeros64(bbuf, size_t(p.groups * KP));
   for (int64_t g = 0; g < p.groups; ++g) {
-    transpose_into(a.w + g * Kg * CRS, CRS, Kg, CRS, wT.data() + g * CRS * KP, KP);
-    if (a.bias) std::copy(a.bias + g * Kg, a.bias + (g + 1) * Kg, bT.begin() + g * KP);
+    transpose_into(a.w + g * Kg * CRS, CRS, Kg, CRS, wT + g * CRS * KP, KP);
+    if (a.bias) std::copy(a.bias + g * Kg, a.bias + (g + 1) * Kg, bT + g * KP);
   }
   std::atomic<int64_t> next{0};
   run_team(conv_team(p, p.N), [&](int, int) {
@@ -976,8 +990,8 @@ void cv_forward(const ConvArgs<T>& a) {
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) {
       for (int64_t g = 0; g < p.groups; ++g) {
         direct_pad_input(p, a.x, n, g, xpad, HP, WP);
-        const T* wg = wT.data() + g * CRS * KP;
-        const T* bg = bT.data() + g * KP;
+        const T* wg = wT + g * CRS * KP;
+        const T* bg = bT + g * KP;
         T* yg = a.y + (n * p.K + g * Kg) * OHW;
         for (int64_t q0 = 0; q0 < OHW; q0 += PCF) {
           const int64_t nq = std::min(PCF, OHW - q0);
@@ -1225,10 +1239,11 @@ void cv_weight_grad(const ConvArgs<T>& a, const T* g) {
   }
   const int64_t part = p.groups * taps_pad * KP;
   const int nt = conv_team(p, p.N);
-  std::vector<T> parts(size_t(nt * part), T(0));
+  std::vector<T> pbuf;
+  T* parts = zeros64(pbuf, size_t(nt * part));
   std::atomic<int64_t> next{0};
   run_team(nt, [&](int t, int) {
-    T* dwT = parts.data() + t * part;
+    T* dwT = parts + t * part;
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;)
       cv_dw_image(a, g, n, pix.data(), offs.data(), taps_pad, dwT);
   });
@@ -1236,7 +1251,7 @@ void cv_weight_grad(const ConvArgs<T>& a, const T* g) {
     for (int64_t k = 0; k < Kg; ++k)
       for (int64_t t = 0; t < CRS; ++t) {
         T s = 0;
-        for (int u = 0; u < nt; ++u) s += parts[size_t(u * part + (gr * taps_pad + t) * KP + k)];
+        for (int u = 0; u < nt; ++u) s += parts[u * part + (gr * taps_pad + t) * KP + k];
         a.dw[(gr * Kg + k) * CRS + t] += s;
       }
 }
@@ -1320,7 +1335,8 @@ void cv_input_grad_strided(const ConvArgs<T>& a, const T* g) {
   const int64_t HPg = Pt + std::max(p.OH, umax + 1), WPg = Pl + std::max(p.OW, vmax + 1);
   struct Phase {
     std::vector<int64_t> pix, pos, offs;  // g offset and dx position per pixel; g offset per tap
-    std::vector<T> wT;                    // [groups][taps][KP]
+    std::vector<T> wbuf;                  // holds wT: [groups][taps][KP], 64-byte aligned
+    T* wT = nullptr;
     int64_t taps = 0;
   };
   std::vector<Phase> ph(size_t(sh * sw));
@@ -1340,7 +1356,7 @@ void cv_input_grad_strided(const ConvArgs<T>& a, const T* g) {
       for (int i = 0; i < 24; ++i) f.pix.push_back(f.pix[0]);  // tiles may run past the last pixel
       const int64_t ni = pa < p.R ? (p.R - pa + sh - 1) / sh : 0, nj = pb < p.S ? (p.S - pb + sw - 1) / sw : 0;
       f.taps = Kg * ni * nj;
-      f.wT.assign(size_t(p.groups * f.taps * KP), T(0));
+      f.wT = zeros64(f.wbuf, size_t(p.groups * f.taps * KP));
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t i = 0; i < ni; ++i)
           for (int64_t j = 0; j < nj; ++j) {
@@ -1348,7 +1364,7 @@ void cv_input_grad_strided(const ConvArgs<T>& a, const T* g) {
             f.offs.push_back(k * HPg * WPg - i * WPg - j);
             for (int64_t gr = 0; gr < p.groups; ++gr)
               for (int64_t c = 0; c < Cg; ++c)
-                f.wT[size_t((gr * f.taps + t) * KP + c)] = a.w[((gr * Kg + k) * Cg + c) * RS + r * p.S + s];
+                f.wT[(gr * f.taps + t) * KP + c] = a.w[((gr * Kg + k) * Cg + c) * RS + r * p.S + s];
           }
     }
   bool tapless = false;
@@ -1375,7 +1391,7 @@ void cv_input_grad_strided(const ConvArgs<T>& a, const T* g) {
           if (np == 0 || f.taps == 0) continue;
           for (int64_t q0 = 0; q0 < np; q0 += PCF) {
             const int64_t nq = std::min(PCF, np - q0);
-            cv_run(gpad, f.pix.data() + q0, nq, f.offs.data(), f.taps, f.wT.data() + gr * f.taps * KP, KP,
+            cv_run(gpad, f.pix.data() + q0, nq, f.offs.data(), f.taps, f.wT + gr * f.taps * KP, KP,
                    zero.data(), yT);
             const int64_t* pos = f.pos.data() + q0;
             for (int64_t c = 0; c < Cg; ++c) {
