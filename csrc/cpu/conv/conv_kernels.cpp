@@ -795,6 +795,41 @@ void direct_forward(const ConvArgs<T>& a) {
 template <class T>
 void transpose_into(const T* __restrict src, int64_t lds, int64_t nk, int64_t nq, T* __restrict dst, int64_t ldd) {
   int64_t k0 = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {  // 16x16 blocks: 64 shuffles per 256 elements
+    for (; k0 + 16 <= nk; k0 += 16) {
+      int64_t q0 = 0;
+      for (; q0 + 16 <= nq; q0 += 16) {
+        const float* s0 = src + k0 * lds + q0;
+        __m512 r[16], t[16], u[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(s0 + i * lds);
+        for (int i = 0; i < 8; ++i) {
+          t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + m], 128-bit lane L: column 4L + m of rows 4i .. 4i + 3
+        for (int i = 0; i < 4; ++i) {
+          u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+          u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+          u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+          u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+        }
+        float* d0 = dst + q0 * ldd + k0;
+        for (int m = 0; m < 4; ++m) {
+          const __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44), v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+          const __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+          const __m512 v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+          _mm512_storeu_ps(d0 + (0 + m) * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
+          _mm512_storeu_ps(d0 + (4 + m) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+          _mm512_storeu_ps(d0 + (8 + m) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
+          _mm512_storeu_ps(d0 + (12 + m) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+        }
+      }
+      for (int64_t k = k0; k < k0 + 16; ++k)
+        for (int64_t q = q0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+    }
+  }
+#endif
 #if defined(__AVX2__) || defined(__AVX512F__)
   if constexpr (std::is_same<T, float>::value) {
     for (; k0 + 8 <= nk; k0 += 8) {
