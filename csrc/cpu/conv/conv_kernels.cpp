@@ -12,9 +12,18 @@
 //    shifted rows of one input plane, so a GEMM would have M = 1: the direct
 //    loop over rows (contiguous, vectorised by the compiler for stride 1)
 //    does the same arithmetic with no packing.
-//  * stride 1, dilation 1, Cg*R*S <= kDirectMaxTaps (RGB / grey first layers,
-//    and narrow 3x3 layers): forward by a direct register-blocked kernel
-//    (see direct_image), backward by the im2col path below.
+//  * stride 1, dilation 1, Cg*R*S <= kDirectMaxTaps, output rows filling the
+//    vector chunks (RGB / grey first layers, 3x3 layers on 32x32 images):
+//    forward by a direct register-blocked kernel with vectors along the width
+//    (see direct_image); the input gradient is the same kind of convolution
+//    (flipped weights), the weight gradient see below.
+//  * when at least 3/4 of the vector lanes hold an output channel (K >= 12 with
+//    AVX-512), kernels with vectors along the output channels (see cv_forward,
+//    cv_weight_grad, cv_input_grad_strided): the forward where the direct kernel
+//    does not fit (strides, 16x16 / 8x8 images) as an implicit GEMM on the
+//    zero-bordered image, the weight gradient of every such shape, and the input
+//    gradient (stride 1 as a forward with flipped weights, strided by stride
+//    phases).  No im2col matrix, no packing, no scatter of a band.
 //  * everything else: im2col + GEMM, but never for the whole batch.  The
 //    column matrix [Cg*R*S, rows*OW] is built for a band of output rows
 //    sized to about kColBudget bytes (it stays in L2 while the GEMM packs it),
