@@ -694,12 +694,19 @@ inline void padded_row(T* __restrict d, const T* __restrict src, int64_t lead, i
 // Input planes of group g of image n into the zero-bordered scratch [Cg, HP, WP] (the image at
 // row pad_h, column pad_w).  Only the border is zeroed (a memset of the whole scratch and a
 // memcpy call per short row were ~8 % of a strided layer).
+// interior_only: the border is already zero (a thread's scratch reused for the next image of
+// the same call): only the image rows are copied.
 template <class T>
-void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* xpad, int64_t HP, int64_t WP) {
+void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* xpad, int64_t HP, int64_t WP,
+                      bool interior_only = false) {
   const int64_t Cg = p.Cg(), right = WP - p.pad_w - p.W;
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = x + ((n * p.C + g * Cg + c) * p.H) * p.W;
     T* dc = xpad + c * HP * WP;
+    if (interior_only) {
+      for (int64_t h = 0; h < p.H; ++h) padded_row(dc + (h + p.pad_h) * WP + p.pad_w, xc + h * p.W, 0, p.W, 0);
+      continue;
+    }
     for (int64_t h = 0; h < p.pad_h; ++h) padded_row<T>(dc + h * WP, nullptr, WP, 0, 0);
     for (int64_t h = 0; h < p.H; ++h) padded_row(dc + (h + p.pad_h) * WP, xc + h * p.W, p.pad_w, p.W, right);
     for (int64_t h = p.H + p.pad_h; h < HP; ++h) padded_row<T>(dc + h * WP, nullptr, WP, 0, 0);
@@ -1031,9 +1038,11 @@ void cv_forward(const ConvArgs<T>& a) {
   run_team(conv_team(p, p.N), [&](int, int) {
     T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
     T* yT = workspace<T>(6, size_t((PCF + 24) * KP));
+    bool borders = false;  // this thread's scratch has its zero border (from its first image on)
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) {
       for (int64_t g = 0; g < p.groups; ++g) {
-        direct_pad_input(p, a.x, n, g, xpad, HP, WP);
+        direct_pad_input(p, a.x, n, g, xpad, HP, WP, borders);
+        borders = true;
         const T* wg = wT + g * CRS * KP;
         const T* bg = bT + g * KP;
         T* yg = a.y + (n * p.K + g * Kg) * OHW;
@@ -1233,7 +1242,7 @@ inline int64_t cv_dw_taps_pad(int64_t crs) { return (crs + 23) / 24 * 24; }
 
 template <class T>
 void cv_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, const int64_t* pix, const int64_t* offs,
-                 int64_t taps_pad, T* dwT) {
+                 int64_t taps_pad, T* dwT, bool& borders) {
   using C = CvDw<T>;
   constexpr int VW = C::VW;
   const ConvShape& p = a.s;
@@ -1244,7 +1253,8 @@ void cv_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, const int64_t* pix
   T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
   T* gT = workspace<T>(6, size_t(PC * KP));
   for (int64_t gr = 0; gr < p.groups; ++gr) {
-    direct_pad_input(p, a.x, n, gr, xpad, HP, WP);
+    direct_pad_input(p, a.x, n, gr, xpad, HP, WP, borders);  // border zeroed once per thread and call
+    borders = true;
     T* dwg = dwT + gr * taps_pad * KP;
     const T* gg = g + (n * p.K + gr * Kg) * OHW;
     for (int64_t p0 = 0; p0 < OHW; p0 += PC) {
@@ -1288,8 +1298,9 @@ void cv_weight_grad(const ConvArgs<T>& a, const T* g) {
   std::atomic<int64_t> next{0};
   run_team(nt, [&](int t, int) {
     T* dwT = parts + t * part;
+    bool borders = false;
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;)
-      cv_dw_image(a, g, n, pix.data(), offs.data(), taps_pad, dwT);
+      cv_dw_image(a, g, n, pix.data(), offs.data(), taps_pad, dwT, borders);
   });
   for (int64_t gr = 0; gr < p.groups; ++gr)
     for (int64_t k = 0; k < Kg; ++k)
@@ -1433,9 +1444,11 @@ void cv_input_grad_strided(const ConvArgs<T>& a, const T* g) {
     T* gpad = workspace<T>(5, size_t(Kg * HPg * WPg));
     T* yT = workspace<T>(6, size_t((PCF + 24) * KP));
     T* ybuf = workspace<T>(4, size_t(PCF * Cg));
+    bool borders = false;  // as in cv_forward
     for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;)
       for (int64_t gr = 0; gr < p.groups; ++gr) {
-        direct_pad_input(gs, g, n, gr, gpad, HPg, WPg);
+        direct_pad_input(gs, g, n, gr, gpad, HPg, WPg, borders);
+        borders = true;
         T* dxg = a.dx + (n * p.C + gr * Cg) * HW;
         if (tapless) std::fill(dxg, dxg + Cg * HW, T(0));  // pixels no tap reaches (stride > kernel)
         for (const Phase& f : ph) {
