@@ -111,7 +111,8 @@ def test_conv2d_multi_image_bands_threads(case, threads):
     _check(case, np.float32, "sigmoid")
 
 
-@pytest.mark.parametrize("case", [CASES[1], (2, 3, 7, 31, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1)])  # im2col; direct dx / dw
+@pytest.mark.parametrize("case", [CASES[1], (2, 3, 7, 31, 5, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # im2col; direct dx / dw
+                                  (3, 5, 11, 9, 28, (3, 3), (2, 2), (1, 1), (1, 1), 1)])  # channel-vector dw
 def test_conv2d_accumulate_and_partial_grads(case):
     _, _, _, _, _, _, st, pad, dil, groups = case
     x, w, b, rng = _data(case, np.float64)
@@ -247,3 +248,99 @@ def test_conv2d_direct_vs_torch(case):
     yt = torch.nn.functional.conv2d(*(torch.tensor(a) for a in (x, w, b)), st, pad, dil, groups)
     np.testing.assert_allclose(F.conv2d(x, w, b, st, pad, dil, groups, activation="relu"),
                                torch.relu(yt).numpy(), rtol=1e-4, atol=1e-4)
+
+
+# Weight gradient with vectors along the output channels (when >= 3/4 of the lanes hold a
+# channel: K >= 12 at AVX-512, >= 6 at AVX2): one vector, a partial last vector, blocks of 4
+# vectors with remainders of 1 / 2 / 3, strides, dilation, groups, 5x5 (50 taps: a partial
+# last tap tile), and an image of several pixel chunks.
+CV_DW = [
+    (2, 3, 9, 10, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (3, 5, 11, 9, 28, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 4, 10, 12, 80, (3, 2), (1, 2), (0, 1), (2, 1), 1),
+    (2, 3, 8, 8, 48, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 2, 9, 7, 96, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (2, 6, 9, 9, 112, (3, 3), (2, 1), (1, 1), (1, 1), 2),
+    (2, 2, 7, 8, 56, (5, 5), (1, 1), (2, 2), (1, 1), 1),
+    (1, 3, 40, 40, 24, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("case", CV_DW)
+def test_conv2d_channel_vector_dw_every_isa(case, isa):
+    _check(case, np.float32)
+    _check(case, np.float32, "relu")
+
+
+@pytest.mark.parametrize("case", CV_DW)
+def test_conv2d_channel_vector_dw_float64(case):
+    _check(case, np.float64, "tanh")
+
+
+@pytest.mark.parametrize("case", CV_DW[:3] + CV_DW[-1:])
+def test_conv2d_channel_vector_dw_threads(case, threads):
+    _check(case, np.float32)
+
+
+# Forward with vectors along the output channels (strided / small-image shapes with
+# K >= 12 at AVX-512, >= 6 at AVX2; CV_DW above runs it too): several pixel chunks per
+# image (1200 outputs of 128 channels), no bias, 1x1 stride 2, every activation, two tap blocks.
+CV_FWD = [
+    (1, 2, 60, 80, 128, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (3, 8, 9, 9, 32, (1, 1), (2, 2), (0, 0), (1, 1), 1),
+    (2, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (1, 1), 1),   # LeNet's second layer
+    (3, 16, 8, 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8x8 images (the input gradient too)
+    (2, 20, 11, 9, 24, (5, 3), (1, 1), (2, 0), (1, 1), 1),   # input gradient: partial vector, pad 0
+    (1, 460, 5, 6, 16, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # 4140 taps: two tap blocks
+]
+
+
+@pytest.mark.parametrize("case", CV_FWD)
+def test_conv2d_channel_vector_fwd_every_isa(case, isa):
+    _check(case, np.float32, "relu")
+    _, _, _, _, _, _, st, pad, dil, groups = case
+    x, w, _, _ = _data(case, np.float32)
+    ref, _ = conv2d_ref(x, w, None, st, pad, dil, groups)
+    np.testing.assert_allclose(F.conv2d(x, w, None, st, pad, dil, groups), ref, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("case", CV_FWD)
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_conv2d_channel_vector_fwd_float64(case, activation):
+    _check(case, np.float64, activation)
+
+
+@pytest.mark.parametrize("case", CV_FWD[:2])
+def test_conv2d_channel_vector_fwd_threads(case, threads):
+    _check(case, np.float32, "tanh")
+
+
+# Input gradient of strided convolutions by stride phases (channel-vector kernel over the input
+# channels, when >= 3/4 of the lanes hold one): strides 2 / 3 / (2, 3), kernels 2..5 (a 2x2 kernel
+# at stride 3 leaves phases no tap reaches), padding up to 3, groups, partial and 4 + 1 vector blocks.
+STRIDED_DX = [
+    (2, 16, 9, 10, 8, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 24, 11, 8, 6, (5, 5), (2, 3), (2, 1), (1, 1), 1),
+    (3, 16, 8, 8, 12, (2, 2), (3, 3), (0, 0), (1, 1), 1),   # phase 2 of stride 3 gets no tap of 2
+    (2, 32, 7, 9, 8, (3, 2), (3, 2), (0, 1), (1, 1), 2),
+    (1, 80, 6, 6, 4, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+    (2, 12, 10, 10, 5, (4, 4), (2, 2), (3, 3), (1, 1), 1),
+    (2, 64, 16, 16, 32, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # the 16x16 -> 8x8 layer's shape
+    (1, 128, 46, 47, 8, (3, 3), (2, 2), (1, 1), (1, 1), 1),  # phases of > 504 pixels: rows split by chunks
+]
+
+
+@pytest.mark.parametrize("case", STRIDED_DX)
+def test_conv2d_strided_input_grad_every_isa(case, isa):
+    _check(case, np.float32)
+    _check(case, np.float32, "relu")
+
+
+@pytest.mark.parametrize("case", STRIDED_DX)
+def test_conv2d_strided_input_grad_float64(case):
+    _check(case, np.float64, "sigmoid")
+
+
+@pytest.mark.parametrize("case", STRIDED_DX[:3])
+def test_conv2d_strided_input_grad_threads(case, threads):
+    _check(case, np.float32)

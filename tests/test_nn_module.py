@@ -217,3 +217,30 @@ def test_fused_activation_equals_separate_layer(act, cls):
     np.testing.assert_allclose(fused.weight.grad, plain[0].weight.grad, rtol=1e-5, atol=1e-6)
     # float64 input to a float32 layer is cast; the output keeps the layer's dtype
     assert fused(x.astype(np.float64)).dtype == np.float32
+
+
+def test_backward_params_skips_only_the_input_gradient():
+    """backward_params: the same parameter gradients as backward, no input gradient (first layer a
+    Conv2d, a Linear, or a module without its own backward_params)."""
+    from fusedlearn import nn
+    rng = np.random.default_rng(0)
+    for first, shape in ((nn.Conv2d(2, 4, 3, padding=1, activation="relu", generator=1), (3, 2, 6, 6)),
+                         (nn.Linear(72, 72, activation="tanh", generator=2), (3, 72)),
+                         (nn.ReLU(), (3, 72))):
+        models = []
+        for _ in range(2):
+            tail = [nn.Flatten(), nn.Linear(144 if isinstance(first, nn.Conv2d) else 72, 5, generator=3)]
+            m = nn.Sequential(first, *tail)
+            models.append(m)
+        x = rng.standard_normal(shape).astype(np.float32)
+        g = rng.standard_normal((3, 5)).astype(np.float32)
+        grads = []
+        for i, m in enumerate(models):
+            for prm in m.parameters():
+                prm.grad = None
+            m(x)
+            out = m.backward(g) if i == 0 else m.backward_params(g)
+            assert (out is None) == (i == 1)
+            grads.append([prm.grad.copy() for prm in m.parameters()])
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -18,6 +18,13 @@ MAX_CASES = [
     ((2, 2, 9, 150), (2, 2), None, (0, 0), (1, 1), False),   # odd height, rows of 75 outputs (runs of 64)
     ((1, 3, 7, 8), (3, 3), (1, 1), (0, 0), (1, 1), False),   # stride 1, overlapping windows
     ((2, 2, 11, 10), (2, 3), (3, 3), (0, 0), (1, 1), True),  # stride 3; ceil_mode whose windows stay inside
+    # 2x2 stride 2 (its own row kernel, 16 outputs per step with AVX-512): LeNet's 28 -> 14 and
+    # 10 -> 5, rows of exactly 16, 17 and 33 outputs, odd widths and heights
+    ((2, 3, 28, 28), (2, 2), None, (0, 0), (1, 1), False),
+    ((2, 2, 11, 11), (2, 2), None, (0, 0), (1, 1), False),
+    ((1, 2, 4, 32), (2, 2), None, (0, 0), (1, 1), False),
+    ((1, 2, 5, 35), (2, 2), None, (0, 0), (1, 1), False),
+    ((1, 1, 3, 67), (2, 2), (2, 2), (0, 0), (1, 1), False),
 ]
 AVG_CASES = [
     ((2, 3, 8, 8), (2, 2), None, (0, 0), False),
@@ -64,6 +71,12 @@ def test_max_pool_ties_and_nan_inside_windows(dtype, isa):
     for k, s in (((2, 2), None), ((3, 3), (1, 1)), ((2, 3), (3, 2))):
         y, idx = F.max_pool2d(x, k, s, return_indices=True)
         ry, ridx = max_pool_ref(x, k, s or k, (0, 0), (1, 1), False)
+        np.testing.assert_array_equal(y, ry.astype(dtype))
+        np.testing.assert_array_equal(idx, ridx)
+    for w in (10, 17, 33):  # 2x2 stride 2 on narrow rows and partial 16-output steps
+        xw = np.ascontiguousarray(x[..., :w])
+        y, idx = F.max_pool2d(xw, 2, return_indices=True)
+        ry, ridx = max_pool_ref(xw, (2, 2), (2, 2), (0, 0), (1, 1), False)
         np.testing.assert_array_equal(y, ry.astype(dtype))
         np.testing.assert_array_equal(idx, ridx)
     # a NaN at every tap position of a 2x2 window propagates, and its index is reported

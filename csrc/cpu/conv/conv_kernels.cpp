@@ -12,9 +12,18 @@
 //    shifted rows of one input plane, so a GEMM would have M = 1: the direct
 //    loop over rows (contiguous, vectorised by the compiler for stride 1)
 //    does the same arithmetic with no packing.
-//  * stride 1, dilation 1, Cg*R*S <= kDirectMaxTaps (RGB / grey first layers,
-//    and narrow 3x3 layers): forward by a direct register-blocked kernel
-//    (see direct_image), backward by the im2col path below.
+//  * stride 1, dilation 1, Cg*R*S <= kDirectMaxTaps, output rows filling the
+//    vector chunks (RGB / grey first layers, 3x3 layers on 32x32 images):
+//    forward by a direct register-blocked kernel with vectors along the width
+//    (see direct_image); the input gradient is the same kind of convolution
+//    (flipped weights), the weight gradient see below.
+//  * when at least 3/4 of the vector lanes hold an output channel (K >= 12 with
+//    AVX-512), kernels with vectors along the output channels (see cv_forward,
+//    cv_weight_grad, cv_input_grad_strided): the forward where the direct kernel
+//    does not fit (strides, 16x16 / 8x8 images) as an implicit GEMM on the
+//    zero-bordered image, the weight gradient of every such shape, and the input
+//    gradient (stride 1 as a forward with flipped weights, strided by stride
+//    phases).  No im2col matrix, no packing, no scatter of a band.
 //  * everything else: im2col + GEMM, but never for the whole batch.  The
 //    column matrix [Cg*R*S, rows*OW] is built for a band of output rows
 //    sized to about kColBudget bytes (it stays in L2 while the GEMM packs it),
@@ -35,6 +44,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -57,12 +67,24 @@ namespace {
 constexpr int64_t kColBudget = 256 << 10;
 
 // ---- per-thread workspaces, grown on demand and reused across calls -------------------
+// 64-byte aligned (vector loads of rows a multiple of 64 bytes apart then never split a line).
+template <class T>
+T* align64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
 template <class T>
 T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> bufs[6];
+  thread_local std::vector<T> bufs[8];
   std::vector<T>& b = bufs[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  const size_t need = n + 64 / sizeof(T);
+  if (b.size() < need) b.resize(need);
+  return align64(b.data());
+}
+// v holds n zeros from the returned 64-byte aligned pointer on.
+template <class T>
+T* zeros64(std::vector<T>& v, size_t n) {
+  v.assign(n + 64 / sizeof(T), T(0));
+  return align64(v.data());
 }
 
 // ---- threading: a team over items with dynamic hand-out (noisy machines) ------------
@@ -113,6 +135,23 @@ inline T act_apply(Activation a, T v) {
     case Activation::tanh: return std::tanh(v);
     case Activation::sigmoid: return T(1) / (T(1) + std::exp(-v));
     default: return v;
+  }
+}
+// y = act(y) in place (the switch outside the loops, which then vectorise).
+template <class T>
+void act_inplace(Activation a, T* __restrict y, int64_t n) {
+  switch (a) {
+    case Activation::relu:
+      for (int64_t i = 0; i < n; ++i) y[i] = y[i] > T(0) ? y[i] : T(0);
+      break;
+    case Activation::tanh:
+      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(y[i]);
+      break;
+    case Activation::sigmoid:
+      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-y[i]));
+      break;
+    default:
+      break;
   }
 }
 // g * act'(pre) written through the output y = act(pre).
@@ -576,6 +615,10 @@ struct DirectVec {
     for (int i = 0; i < width; ++i) r += a.v[i];
     return r;
   }
+  static V relu(V a) {
+    for (int i = 0; i < width; ++i) a.v[i] = a.v[i] > T(0) ? a.v[i] : T(0);
+    return a;
+  }
 };
 #if defined(FL_HAVE_SIMD)
 template <>
@@ -591,6 +634,7 @@ struct DirectVec<float> {
 #endif
   static void store(float* p, V a) { SimdOps::store(p, a); }
   static float hsum(V a) { return SimdOps::hsum(a); }
+  static V relu(V a) { return vmax(a, V(0.0f)); }
 };
 #endif
 
@@ -624,18 +668,54 @@ void direct_pack(const ConvArgs<T>& a, int KB, std::vector<T>& wpack, std::vecto
     }
 }
 
-// Input planes of group g of image n into the zero-bordered scratch [Cg, HP, WP].
+// d[0, lead) = 0, d[lead, lead + n) = src, d[lead + n, lead + n + trail) = 0: one padded row.
+// Written as vector moves (for short rows GCC turns plain loops into memset / memcpy calls,
+// which cost more than the copy); float with AVX-512 uses masked moves for the tails.
 template <class T>
-void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* xpad, int64_t HP, int64_t WP) {
-  const int64_t Cg = p.Cg();
-  std::fill(xpad, xpad + Cg * HP * WP, T(0));
+inline void padded_row(T* __restrict d, const T* __restrict src, int64_t lead, int64_t n, int64_t trail) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    auto mask = [](int64_t m) { return __mmask16(m >= 16 ? 0xFFFF : (1u << m) - 1); };
+    const __m512 z = _mm512_setzero_ps();
+    for (int64_t i = 0; i < lead; i += 16) _mm512_mask_storeu_ps(d + i, mask(lead - i), z);
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = mask(n - i);
+      _mm512_mask_storeu_ps(d + lead + i, m, _mm512_maskz_loadu_ps(m, src + i));
+    }
+    for (int64_t i = 0; i < trail; i += 16) _mm512_mask_storeu_ps(d + lead + n + i, mask(trail - i), z);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < lead; ++i) d[i] = T(0);
+  for (int64_t i = 0; i < n; ++i) d[lead + i] = src[i];
+  for (int64_t i = 0; i < trail; ++i) d[lead + n + i] = T(0);
+}
+
+// Input planes of group g of image n into the zero-bordered scratch [Cg, HP, WP] (the image at
+// row pad_h, column pad_w).  Only the border is zeroed (a memset of the whole scratch and a
+// memcpy call per short row were ~8 % of a strided layer).
+// interior_only: the border is already zero (a thread's scratch reused for the next image of
+// the same call): only the image rows are copied.
+template <class T>
+void direct_pad_input(const ConvShape& p, const T* x, int64_t n, int64_t g, T* xpad, int64_t HP, int64_t WP,
+                      bool interior_only = false) {
+  const int64_t Cg = p.Cg(), right = WP - p.pad_w - p.W;
   for (int64_t c = 0; c < Cg; ++c) {
     const T* xc = x + ((n * p.C + g * Cg + c) * p.H) * p.W;
-    for (int64_t h = 0; h < p.H; ++h)
-      std::memcpy(xpad + (c * HP + h + p.pad_h) * WP + p.pad_w, xc + h * p.W, size_t(p.W) * sizeof(T));
+    T* dc = xpad + c * HP * WP;
+    if (interior_only) {
+      for (int64_t h = 0; h < p.H; ++h) padded_row(dc + (h + p.pad_h) * WP + p.pad_w, xc + h * p.W, 0, p.W, 0);
+      continue;
+    }
+    for (int64_t h = 0; h < p.pad_h; ++h) padded_row<T>(dc + h * WP, nullptr, WP, 0, 0);
+    for (int64_t h = 0; h < p.H; ++h) padded_row(dc + (h + p.pad_h) * WP, xc + h * p.W, p.pad_w, p.W, right);
+    for (int64_t h = p.H + p.pad_h; h < HP; ++h) padded_row<T>(dc + h * WP, nullptr, WP, 0, 0);
   }
 }
 
+// (Register blocks of 2-4 output rows sharing each broadcast weight measured the same or slower
+// with AVX-512: 32 -> 64 17.0 / 18.5 / 20.6 ms for 1 / 2 / 3 rows; LeNet's first layer 0.73 /
+// 0.75 / 0.72 / 0.84 ms for 1-4.)
 template <class T, int KB, int SS>
 void direct_image(const ConvArgs<T>& a, int64_t n, const T* wpack, const T* bpack) {
   using D = DirectVec<T>;
@@ -645,6 +725,7 @@ void direct_image(const ConvArgs<T>& a, int64_t n, const T* wpack, const T* bpac
   const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, bpg = (Kg + KB - 1) / KB;
   const int64_t OWc = (p.OW + L - 1) / L * L, HP = p.H + 2 * p.pad_h, WP = OWc + p.S - 1;
   const int64_t S = SS > 0 ? SS : p.S, CR = Cg * p.R;  // S a constant for 3 and 5: the tap loop unrolled
+  const bool relu = a.act == Activation::relu;          // applied in registers; others after the store
   int64_t rowoff[kDirectMaxTaps];  // offset of input row (c, r) in the scratch
   for (int64_t cr = 0; cr < CR; ++cr) rowoff[cr] = ((cr / p.R) * HP + cr % p.R) * WP;
   T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
@@ -674,22 +755,31 @@ void direct_image(const ConvArgs<T>& a, int64_t n, const T* wpack, const T* bpac
               }
             }
           }
+          if (relu)
+            for (int i = 0; i < KB; ++i)
+              for (int j = 0; j < NV; ++j) acc[i][j] = D::relu(acc[i][j]);
           if (ow0 + L <= p.OW) {
             for (int i = 0; i < KB; ++i)
               if (i < kb)
                 for (int j = 0; j < NV; ++j) D::store(yrow[i] + ow0 + j * VW, acc[i][j]);
-          } else {
-            T tmp[L];
+          } else {  // whole vectors inside the row stored directly, the partial one through a scratch
+            const int64_t nfull = (p.OW - ow0) / VW, rest = p.OW - ow0 - nfull * VW;
             for (int i = 0; i < KB; ++i) {
               if (i >= kb) continue;
-              for (int j = 0; j < NV; ++j) D::store(tmp + j * VW, acc[i][j]);
-              std::memcpy(yrow[i] + ow0, tmp, size_t(p.OW - ow0) * sizeof(T));
+              for (int j = 0; j < NV; ++j) {
+                if (j < nfull) {
+                  D::store(yrow[i] + ow0 + j * VW, acc[i][j]);
+                } else if (j == nfull && rest > 0) {
+                  T tmp[VW];
+                  D::store(tmp, acc[i][j]);
+                  for (int64_t e = 0; e < rest; ++e) yrow[i][ow0 + j * VW + e] = tmp[e];
+                }
+              }
             }
           }
         }
-        if (a.act != Activation::identity)
-          for (int64_t i = 0; i < kb; ++i)
-            for (int64_t ow = 0; ow < p.OW; ++ow) yrow[i][ow] = act_apply(a.act, yrow[i][ow]);
+        if (a.act != Activation::identity && !relu)
+          for (int64_t i = 0; i < kb; ++i) act_inplace(a.act, yrow[i], p.OW);
       }
     }
   }
@@ -717,6 +807,263 @@ void direct_forward(const ConvArgs<T>& a) {
   });
 }
 
+// dst[q*ldd + k] = src[k*lds + q] for k < nk, q < nq (8x8 blocks in registers for float).
+template <class T>
+void transpose_into(const T* __restrict src, int64_t lds, int64_t nk, int64_t nq, T* __restrict dst, int64_t ldd) {
+  int64_t k0 = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {  // 16x16 blocks: 64 shuffles per 256 elements
+    for (; k0 + 16 <= nk; k0 += 16) {
+      int64_t q0 = 0;
+      for (; q0 + 16 <= nq; q0 += 16) {
+        const float* s0 = src + k0 * lds + q0;
+        __m512 r[16], t[16], u[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(s0 + i * lds);
+        for (int i = 0; i < 8; ++i) {
+          t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + m], 128-bit lane L: column 4L + m of rows 4i .. 4i + 3
+        for (int i = 0; i < 4; ++i) {
+          u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+          u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+          u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+          u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+        }
+        float* d0 = dst + q0 * ldd + k0;
+        for (int m = 0; m < 4; ++m) {
+          const __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44), v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+          const __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+          const __m512 v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+          _mm512_storeu_ps(d0 + (0 + m) * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
+          _mm512_storeu_ps(d0 + (4 + m) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+          _mm512_storeu_ps(d0 + (8 + m) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
+          _mm512_storeu_ps(d0 + (12 + m) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+        }
+      }
+      for (int64_t k = k0; k < k0 + 16; ++k)
+        for (int64_t q = q0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+    }
+  }
+#endif
+#if defined(__AVX2__) || defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    for (; k0 + 8 <= nk; k0 += 8) {
+      int64_t q0 = 0;
+      for (; q0 + 8 <= nq; q0 += 8) {
+        const float* s0 = src + k0 * lds + q0;
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s0 + i * lds);
+        for (int i = 0; i < 4; ++i) {
+          t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+          t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        const __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
+        const __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+        const __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+        float* d0 = dst + q0 * ldd + k0;
+        _mm256_storeu_ps(d0 + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d0 + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d0 + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d0 + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d0 + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d0 + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d0 + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d0 + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+      }
+      for (int64_t k = k0; k < k0 + 8; ++k)
+        for (int64_t q = q0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+    }
+  }
+#endif
+  for (int64_t k = k0; k < nk; ++k)
+    for (int64_t q = 0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
+}
+
+// ---- forward with vectors along the output channels ------------------------------------------
+// An implicit GEMM: y^T[p, k] = bias[k] + sum_t xpad[pix(p) + off(t)] * w^T[t, k] (taps, pix and
+// the zero-bordered input as in the weight gradient above), for the shapes the width-vectorised
+// direct kernel cannot take (strides, small images: an 8x8 output is half a 16-wide chunk).
+// Per image: tiles of MP pixels x KV channel vectors in registers; per tap KV vector loads of
+// w^T, MP broadcasts of x, MP*KV FMAs.  No im2col matrix, no packing of it, no scatter of a
+// band: the only extra pass is the transpose of y^T [pixels, KP] (in L1/L2) into NCHW, with the
+// activation.  The taps run in blocks of kCvTapBlock (see there); the accumulators go through
+// y^T between blocks.
+template <class T>
+struct CvFwd {
+#if defined(__AVX512F__)
+  static constexpr int kMaxKV = 4, kMPMain = 6;  // 24 accumulators
+#else
+  static constexpr int kMaxKV = 2, kMPMain = 6;  // 12
+#endif
+  static constexpr int kMPRest = 8;  // pixels per tile for a narrower remainder (pointers: 8 registers)
+};
+// Taps per block.  Once the tap loop was unrolled, the longest blocks measured fastest (64 -> 128
+// s2: 64 / 144 / 192 / 288 / 576 taps 4.34 / 4.30 / 4.22 / 4.10 / 4.02 ms; 128 -> 128 at 8x8:
+// 7.73 ms at 64, 7.21 at 1152): streaming w^T from L2 costs less than the accumulators' round
+// trips through y^T and the tile's set-up; blocks only bound that stream for very deep layers.
+constexpr int64_t kCvTapBlock = 4096;
+constexpr int64_t kCvOutBytes = 256 << 10;  // y^T of a pixel chunk  // 32 / 64 / 128 / 192 / 576 measured: 64 best or equal
+
+template <class T, int KV, int MP>
+void cv_fwd_tile(const T* __restrict xpad, const int64_t* __restrict pix, const int64_t* __restrict offs,
+                 int64_t t0, int64_t t1, const T* __restrict wT, int64_t KP, T* __restrict yT, const T* bias) {
+  using D = DirectVec<T>;
+  using V = typename D::V;
+  constexpr int VW = D::width;
+  const T* xb[MP];
+  for (int i = 0; i < MP; ++i) xb[i] = xpad + pix[i];
+  V acc[MP][KV];
+  if (bias) {
+    for (int j = 0; j < KV; ++j) {
+      const V b = D::load(bias + j * VW);
+      for (int i = 0; i < MP; ++i) acc[i][j] = b;
+    }
+  } else {
+    for (int i = 0; i < MP; ++i)
+      for (int j = 0; j < KV; ++j) acc[i][j] = D::load(yT + i * KP + j * VW);
+  }
+#pragma GCC unroll 4
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t o = offs[t];
+    const T* wt = wT + t * KP;
+    V wv[KV];
+    for (int j = 0; j < KV; ++j) wv[j] = D::load(wt + j * VW);
+    for (int i = 0; i < MP; ++i) {
+      const V xv = D::set1(xb[i][o]);
+      for (int j = 0; j < KV; ++j) acc[i][j] = D::fma(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MP; ++i)
+    for (int j = 0; j < KV; ++j) D::store(yT + i * KP + j * VW, acc[i][j]);
+}
+
+// Every pixel tile of one image for KV vectors at column kv0, tap block [t0, t1).
+template <class T, int KV, int MP>
+void cv_fwd_tiles(const T* xpad, const int64_t* pix, int64_t np, const int64_t* offs, int64_t t0, int64_t t1,
+                  const T* wT, int64_t KP, int64_t kv0, T* yT, const T* bias) {
+  constexpr int VW = DirectVec<T>::width;
+  const T* b = bias ? bias + kv0 * VW : nullptr;
+  int64_t q0 = 0;
+  for (; q0 + MP <= np; q0 += MP)
+    cv_fwd_tile<T, KV, MP>(xpad, pix + q0, offs, t0, t1, wT + kv0 * VW, KP, yT + q0 * KP + kv0 * VW, b);
+  if (q0 == np) return;
+  T* yq = yT + q0 * KP + kv0 * VW;
+  const T* wq = wT + kv0 * VW;
+  // the last, partial tile: with the widest vector block, a shorter tile (an 8x8 image is
+  // 10 x 6 + 4 pixels: a padded 11th tile of 6 would compute 3 % more); others compute
+  // into the padding pixels
+  if (KV == CvFwd<T>::kMaxKV && MP == CvFwd<T>::kMPMain) {
+    switch (np - q0) {
+      case 1: cv_fwd_tile<T, KV, 1>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 2: cv_fwd_tile<T, KV, 2>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 3: cv_fwd_tile<T, KV, 3>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 4: cv_fwd_tile<T, KV, 4>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      case 5: cv_fwd_tile<T, KV, 5>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b); return;
+      default: break;
+    }
+  }
+  cv_fwd_tile<T, KV, MP>(xpad, pix + q0, offs, t0, t1, wq, KP, yq, b);
+}
+
+template <class T>
+int64_t cv_kp(const ConvShape& p) {
+  constexpr int VW = DirectVec<T>::width;
+  return (p.Kg() + VW - 1) / VW * VW;
+}
+
+// Worth it when at least 3/4 of the lanes hold a channel (not for LeNet's 6 channels).
+template <class T>
+bool cv_lanes_ok(const ConvShape& p) {
+  return !is_pointwise(p) && !is_depthwise(p) && 4 * p.Kg() >= 3 * cv_kp<T>(p);
+}
+
+// y^T[q, :] = bias + sum_t xin[pix[q] + offs[t]] * w^T[t, :] for the nq pixels of a chunk (pix
+// readable up to 23 entries past nq), every block of channel vectors and every tap block.
+template <class T>
+void cv_run(const T* xpad, const int64_t* pq, int64_t nq, const int64_t* offs, int64_t CRS, const T* wg, int64_t KP,
+            const T* bg, T* yT) {
+  using C = CvFwd<T>;
+  constexpr int VW = DirectVec<T>::width;
+  const int64_t KV = KP / VW;
+  // per block of channel vectors, the tap blocks (measured faster than the reverse order)
+  for (int64_t kv0 = 0; kv0 < KV; kv0 += C::kMaxKV) {
+    for (int64_t t0 = 0; t0 < CRS; t0 += kCvTapBlock) {
+      const int64_t t1 = std::min(CRS, t0 + kCvTapBlock);
+      const T* b0 = t0 == 0 ? bg : nullptr;  // the first block starts from the bias, the others from y^T
+      switch (std::min<int64_t>(C::kMaxKV, KV - kv0)) {
+        case C::kMaxKV:
+          cv_fwd_tiles<T, C::kMaxKV, C::kMPMain>(xpad, pq, nq, offs, t0, t1, wg, KP, kv0, yT, b0);
+          break;
+        case 1: cv_fwd_tiles<T, 1, C::kMPRest>(xpad, pq, nq, offs, t0, t1, wg, KP, kv0, yT, b0); break;
+#if defined(__AVX512F__)
+        case 2: cv_fwd_tiles<T, 2, C::kMPRest>(xpad, pq, nq, offs, t0, t1, wg, KP, kv0, yT, b0); break;
+        case 3: cv_fwd_tiles<T, 3, C::kMPRest>(xpad, pq, nq, offs, t0, t1, wg, KP, kv0, yT, b0); break;
+#endif
+        default: break;
+      }
+    }
+  }
+}
+
+template <class T>
+void cv_forward(const ConvArgs<T>& a) {
+  using C = CvFwd<T>;
+  constexpr int VW = DirectVec<T>::width;
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_kp<T>(p), KV = KP / VW;
+  const int64_t OHW = p.OH * p.OW, HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w;
+  // pixel chunks of ~kCvOutBytes of y^T (L2); the last tile of a chunk may run up to 23 pixels
+  // past it: the pixel table is padded (repeating pixel 0: computed, never stored)
+  const int64_t PCF = std::max<int64_t>(48, kCvOutBytes / int64_t(KP * sizeof(T)) / 24 * 24);
+  std::vector<int64_t> pix(static_cast<size_t>(OHW + 24)), offs(static_cast<size_t>(CRS));
+  for (int64_t q = 0; q < OHW + 24; ++q) {
+    const int64_t u = q < OHW ? q : 0;
+    pix[size_t(q)] = (u / p.OW) * p.stride_h * WP + (u % p.OW) * p.stride_w;
+  }
+  for (int64_t t = 0; t < CRS; ++t) {
+    const int64_t c = t / (p.R * p.S), r = t / p.S % p.R, s = t % p.S;
+    offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
+  }
+  // w^T per group [CRS, KP] and the bias [KP], zeros past Kg
+  std::vector<T> wbuf, bbuf;
+  T* wT = zeros64(wbuf, size_t(p.groups * CRS * KP));
+  T* bT = zeros64(bbuf, size_t(p.groups * KP));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    transpose_into(a.w + g * Kg * CRS, CRS, Kg, CRS, wT + g * CRS * KP, KP);
+    if (a.bias) std::copy(a.bias + g * Kg, a.bias + (g + 1) * Kg, bT + g * KP);
+  }
+  std::atomic<int64_t> next{0};
+  run_team(conv_team(p, p.N), [&](int, int) {
+    T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
+    T* yT = workspace<T>(6, size_t((PCF + 24) * KP));
+    bool borders = false;  // this thread's scratch has its zero border (from its first image on)
+    for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        direct_pad_input(p, a.x, n, g, xpad, HP, WP, borders);
+        borders = true;
+        const T* wg = wT + g * CRS * KP;
+        const T* bg = bT + g * KP;
+        T* yg = a.y + (n * p.K + g * Kg) * OHW;
+        for (int64_t q0 = 0; q0 < OHW; q0 += PCF) {
+          const int64_t nq = std::min(PCF, OHW - q0);
+          cv_run(xpad, pix.data() + q0, nq, offs.data(), CRS, wg, KP, bg, yT);
+          transpose_into(yT, KP, nq, Kg, yg + q0, OHW);
+          if (a.act != Activation::identity)
+            for (int64_t k = 0; k < Kg; ++k) act_inplace(a.act, yg + k * OHW + q0, nq);
+        }
+      }
+    }
+  });
+}
+
+// Where the channel-vector forward replaces im2col + GEMM (measured: see conv2d_forward).
+template <class T>
+bool use_cv_forward(const ConvShape& p) {
+  return cv_lanes_ok<T>(p);
+}
+
 template <class T>
 void conv2d_forward(const ConvArgs<T>& a) {
   const ConvShape& p = a.s;
@@ -731,6 +1078,10 @@ void conv2d_forward(const ConvArgs<T>& a) {
   }
   if (use_direct<T>(p)) {
     direct_forward(a);
+    return;
+  }
+  if (use_cv_forward<T>(p)) {
+    cv_forward(a);
     return;
   }
   const int64_t imgs = band_images<T>(p, team_size(p.N));
@@ -826,6 +1177,140 @@ void direct_weight_grad(const ConvArgs<T>& a, const T* g) {
     for (int64_t j = 0; j < wsize; ++j) a.dw[j] += parts[size_t(t * wsize + j)];
 }
 
+// ---- weight gradient with vectors along the output channels ----------------------------------
+// dw[k, t] += sum_{n, p} g[n, k, p] * xpad[n, pix(p) + off(t)] for every tap t = (c, r, s)
+// (off(t) = (c*HP + r*dil_h)*WP + s*dil_w in the zero-bordered input, pix(p) = oh*stride_h*WP +
+// ow*stride_w): any stride and dilation.  The output gradient of a chunk of pixels is
+// transposed to [pixels, KP] (KP = Kg rounded up to the vector width, zeros past Kg), and a
+// tile of NT taps x KV channel vectors is accumulated in registers over the chunk: per pixel
+// KV vector loads of g, NT broadcasts of x, NT*KV FMAs -- no reduction across lanes (the
+// vectors-along-the-width kernel above sums 12 vectors per (c, r) and image, which with
+// 16-wide vectors cost as much as its FMAs).  The sums live in a per-thread dw^T [taps, KP]
+// (the tile's accumulators are loaded and stored once per chunk).
+template <class T>
+struct CvDw {
+  static constexpr int VW = DirectVec<T>::width;
+#if defined(__AVX512F__)
+  static constexpr int kMaxKV = 4;  // 32 registers: 4 vectors x 6 taps = 24 accumulators
+#else
+  static constexpr int kMaxKV = 2;  // 16 registers: 2 x 6 = 12
+#endif
+  static constexpr int kNTMain = 6;  // taps per tile with kMaxKV vectors
+  static constexpr int kNTRest = 8;  // taps per tile for a narrower remainder
+};
+
+template <class T, int KV, int NT>
+void cv_dw_tile(const T* __restrict xpad, const int64_t* __restrict pix, int64_t np, const T* __restrict gT,
+                int64_t KP, const int64_t* __restrict offs, T* __restrict dwT) {
+  using D = DirectVec<T>;
+  using V = typename D::V;
+  constexpr int VW = D::width;
+  int64_t o[NT];
+  for (int i = 0; i < NT; ++i) o[i] = offs[i];
+  V acc[NT][KV];
+  for (int i = 0; i < NT; ++i)
+    for (int j = 0; j < KV; ++j) acc[i][j] = D::load(dwT + i * KP + j * VW);
+  for (int64_t q = 0; q < np; ++q) {  // (unrolling this loop by 4 measured no change)
+    const T* xb = xpad + pix[q];
+    const T* gq = gT + q * KP;
+    V gv[KV];
+    for (int j = 0; j < KV; ++j) gv[j] = D::load(gq + j * VW);
+    for (int i = 0; i < NT; ++i) {
+      const V xv = D::set1(xb[o[i]]);
+      for (int j = 0; j < KV; ++j) acc[i][j] = D::fma(xv, gv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < NT; ++i)
+    for (int j = 0; j < KV; ++j) D::store(dwT + i * KP + j * VW, acc[i][j]);
+}
+
+// All taps (tiles of NT, the offsets padded to a multiple of NT) for KV vectors at column kv0.
+template <class T, int KV, int NT>
+void cv_dw_taps(const T* xpad, const int64_t* pix, int64_t np, const T* gT, int64_t KP, const int64_t* offs,
+                int64_t crs, int64_t kv0, T* dwT) {
+  constexpr int VW = DirectVec<T>::width;
+  for (int64_t t0 = 0; t0 < crs; t0 += NT)  // the last tile may run into the padding taps
+    cv_dw_tile<T, KV, NT>(xpad, pix, np, gT + kv0 * VW, KP, offs + t0, dwT + t0 * KP + kv0 * VW);
+}
+
+
+constexpr int64_t kCvChunkBytes = 32 << 10;  // 16 / 32 / 64 / 128 KB measured: 32 best or equal
+
+// Taps padded to a multiple of the tile (both tile sizes divide it: 24 = lcm(6, 8)).
+inline int64_t cv_dw_taps_pad(int64_t crs) { return (crs + 23) / 24 * 24; }
+
+
+template <class T>
+void cv_dw_image(const ConvArgs<T>& a, const T* g, int64_t n, const int64_t* pix, const int64_t* offs,
+                 int64_t taps_pad, T* dwT, bool& borders) {
+  using C = CvDw<T>;
+  constexpr int VW = C::VW;
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), KP = cv_kp<T>(p), OHW = p.OH * p.OW, KV = KP / VW;
+  const int64_t HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w, CRS = Cg * p.R * p.S;
+  // pixels per chunk: g^T of the chunk in ~kChunkBytes (L1)
+  const int64_t PC = std::max<int64_t>(16, kCvChunkBytes / int64_t(KP * sizeof(T)));
+  T* xpad = workspace<T>(5, size_t(Cg * HP * WP));
+  T* gT = workspace<T>(6, size_t(PC * KP));
+  for (int64_t gr = 0; gr < p.groups; ++gr) {
+    direct_pad_input(p, a.x, n, gr, xpad, HP, WP, borders);  // border zeroed once per thread and call
+    borders = true;
+    T* dwg = dwT + gr * taps_pad * KP;
+    const T* gg = g + (n * p.K + gr * Kg) * OHW;
+    for (int64_t p0 = 0; p0 < OHW; p0 += PC) {
+      const int64_t np = std::min(PC, OHW - p0);
+      transpose_into(gg + p0, OHW, Kg, np, gT, KP);
+      if (KP > Kg)
+        for (int64_t q = 0; q < np; ++q) std::fill(gT + q * KP + Kg, gT + (q + 1) * KP, T(0));
+      int64_t kv0 = 0;
+      for (; kv0 + C::kMaxKV <= KV; kv0 += C::kMaxKV)
+        cv_dw_taps<T, C::kMaxKV, C::kNTMain>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg);
+      switch (KV - kv0) {
+        case 1: cv_dw_taps<T, 1, C::kNTRest>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg); break;
+#if defined(__AVX512F__)
+        case 2: cv_dw_taps<T, 2, C::kNTRest>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg); break;
+        case 3: cv_dw_taps<T, 3, C::kNTRest>(xpad, pix + p0, np, gT, KP, offs, CRS, kv0, dwg); break;
+#endif
+        default: break;
+      }
+    }
+  }
+}
+
+// dw (+)= the weight gradient over all images (cv_dw_ok): per-thread dw^T, summed and transposed at the end.
+template <class T>
+void cv_weight_grad(const ConvArgs<T>& a, const T* g) {
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_kp<T>(p), OHW = p.OH * p.OW;
+  const int64_t HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w, taps_pad = cv_dw_taps_pad(CRS);
+  std::vector<int64_t> pix(static_cast<size_t>(OHW)), offs(static_cast<size_t>(taps_pad));
+  for (int64_t oh = 0; oh < p.OH; ++oh)
+    for (int64_t ow = 0; ow < p.OW; ++ow) pix[size_t(oh * p.OW + ow)] = oh * p.stride_h * WP + ow * p.stride_w;
+  for (int64_t t = 0; t < taps_pad; ++t) {
+    const int64_t u = t < CRS ? t : 0;  // padding taps read tap 0 (their sums are dropped)
+    const int64_t c = u / (p.R * p.S), r = u / p.S % p.R, s = u % p.S;
+    offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
+  }
+  const int64_t part = p.groups * taps_pad * KP;
+  const int nt = conv_team(p, p.N);
+  std::vector<T> pbuf;
+  T* parts = zeros64(pbuf, size_t(nt * part));
+  std::atomic<int64_t> next{0};
+  run_team(nt, [&](int t, int) {
+    T* dwT = parts + t * part;
+    bool borders = false;
+    for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;)
+      cv_dw_image(a, g, n, pix.data(), offs.data(), taps_pad, dwT, borders);
+  });
+  for (int64_t gr = 0; gr < p.groups; ++gr)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t t = 0; t < CRS; ++t) {
+        T s = 0;
+        for (int u = 0; u < nt; ++u) s += parts[u * part + (gr * taps_pad + t) * KP + k];
+        a.dw[(gr * Kg + k) * CRS + t] += s;
+      }
+}
+
 // The input gradient of a stride-1, dilation-1 convolution is itself a forward
 // convolution: dx = conv(g, w'), g = dy * act'(y) with K input channels, w'[c, k,
 // r, s] = w[k, c, R-1-r, S-1-s] (per group: [Cg, Kg, R, S]) and padding R-1-pad_h,
@@ -849,8 +1334,11 @@ inline ConvShape transposed_shape(const ConvShape& p) {
 
 template <class T>
 bool direct_dx_ok(const ConvShape& p) {
-  return p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.pad_h <= p.R - 1 &&
-         p.pad_w <= p.S - 1 && !is_pointwise(p) && !is_depthwise(p) && use_direct<T>(transposed_shape(p));
+  if (!(p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.pad_h <= p.R - 1 &&
+        p.pad_w <= p.S - 1 && !is_pointwise(p) && !is_depthwise(p)))
+    return false;
+  const ConvShape t = transposed_shape(p);
+  return use_direct<T>(t) || use_cv_forward<T>(t);  // either direct forward kernel
 }
 
 template <class T>
@@ -870,7 +1358,123 @@ void direct_input_grad(const ConvArgs<T>& a, const T* g) {
   ta.x = g;
   ta.w = wt.data();
   ta.y = a.dx;
-  direct_forward(ta);
+  if (use_direct<T>(ta.s))
+    direct_forward(ta);
+  else
+    cv_forward(ta);  // e.g. 16x16 and 8x8 images with 16-wide vectors: half a 32-wide chunk
+}
+
+// Input gradient of a strided convolution (dilation 1) by its stride phases: input pixels with
+// the same (ih + pad_h) mod stride_h and (iw + pad_w) mod stride_w receive the same subset of taps
+// (r = a + i*stride_h, s = b + j*stride_w), each from g at (u - i, v - j), u = (ih + pad_h - a) /
+// stride_h, v likewise: per phase a stride-1 correlation of the zero-bordered g with a sub-kernel,
+// run by the channel-vector kernel above (vectors along the input channels), its outputs
+// scattered to the phase's pixels.  Replaces dcol = w^T g (a GEMM over the K channels) + col2im.
+template <class T>
+bool cv_dx_strided_ok(const ConvShape& p) {
+  constexpr int VW = DirectVec<T>::width;
+  const int64_t KP = (p.Cg() + VW - 1) / VW * VW;
+  // (not 1x1: 3 of its 4 stride-2 phases get no tap, and the im2col path measured ~8 % faster)
+  return (p.stride_h > 1 || p.stride_w > 1) && p.dil_h == 1 && p.dil_w == 1 && p.R * p.S > 1 &&
+         !is_depthwise(p) && 4 * p.Cg() >= 3 * KP;
+}
+
+template <class T>
+void cv_input_grad_strided(const ConvArgs<T>& a, const T* g) {
+  constexpr int VW = DirectVec<T>::width;
+  const ConvShape& p = a.s;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), HW = p.H * p.W, RS = p.R * p.S, KP = (Cg + VW - 1) / VW * VW;
+  const int64_t sh = p.stride_h, sw = p.stride_w;
+  const int64_t Pt = (p.R + sh - 1) / sh - 1, Pl = (p.S + sw - 1) / sw - 1;  // g's zero border (top, left)
+  const int64_t umax = (p.H - 1 + p.pad_h) / sh, vmax = (p.W - 1 + p.pad_w) / sw;
+  const int64_t HPg = Pt + std::max(p.OH, umax + 1), WPg = Pl + std::max(p.OW, vmax + 1);
+  struct Phase {
+    std::vector<int64_t> pix, pos, offs;  // g offset and dx position per pixel; g offset per tap
+    std::vector<int64_t> rows;            // per input row of the phase: first pixel, dx position, count
+    std::vector<T> wbuf;                  // holds wT: [groups][taps][KP], 64-byte aligned
+    T* wT = nullptr;
+    int64_t taps = 0;
+  };
+  std::vector<Phase> ph(size_t(sh * sw));
+  for (int64_t pa = 0; pa < sh; ++pa)
+    for (int64_t pb = 0; pb < sw; ++pb) {
+      Phase& f = ph[size_t(pa * sw + pb)];
+      for (int64_t ih = 0; ih < p.H; ++ih) {
+        if ((ih + p.pad_h) % sh != pa) continue;
+        const int64_t u = (ih + p.pad_h - pa) / sh;
+        const int64_t first = int64_t(f.pos.size());
+        for (int64_t iw = 0; iw < p.W; ++iw) {
+          if ((iw + p.pad_w) % sw != pb) continue;
+          f.pix.push_back((u + Pt) * WPg + (iw + p.pad_w - pb) / sw + Pl);
+          f.pos.push_back(ih * p.W + iw);
+        }
+        if (int64_t(f.pos.size()) > first) {
+          f.rows.push_back(first);
+          f.rows.push_back(f.pos[size_t(first)]);
+          f.rows.push_back(int64_t(f.pos.size()) - first);
+        }
+      }
+      if (f.pix.empty()) continue;
+      for (int i = 0; i < 24; ++i) f.pix.push_back(f.pix[0]);  // tiles may run past the last pixel
+      const int64_t ni = pa < p.R ? (p.R - pa + sh - 1) / sh : 0, nj = pb < p.S ? (p.S - pb + sw - 1) / sw : 0;
+      f.taps = Kg * ni * nj;
+      f.wT = zeros64(f.wbuf, size_t(p.groups * f.taps * KP));
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t i = 0; i < ni; ++i)
+          for (int64_t j = 0; j < nj; ++j) {
+            const int64_t t = (k * ni + i) * nj + j, r = pa + i * sh, s = pb + j * sw;
+            f.offs.push_back(k * HPg * WPg - i * WPg - j);
+            for (int64_t gr = 0; gr < p.groups; ++gr)
+              for (int64_t c = 0; c < Cg; ++c)
+                f.wT[(gr * f.taps + t) * KP + c] = a.w[((gr * Kg + k) * Cg + c) * RS + r * p.S + s];
+          }
+    }
+  bool tapless = false;
+  for (const Phase& f : ph) tapless |= !f.pos.empty() && f.taps == 0;
+  ConvShape gs = p;  // g as an image to pad: K channels of OH x OW, at (Pt, Pl) in [HPg, WPg]
+  gs.C = p.K;
+  gs.H = p.OH;
+  gs.W = p.OW;
+  gs.pad_h = Pt;
+  gs.pad_w = Pl;
+  const int64_t PCF = std::max<int64_t>(48, kCvOutBytes / int64_t(KP * sizeof(T)) / 24 * 24);
+  const std::vector<T> zero(size_t(KP), T(0));
+  std::atomic<int64_t> next{0};
+  run_team(conv_team(p, p.N), [&](int, int) {
+    T* gpad = workspace<T>(5, size_t(Kg * HPg * WPg));
+    T* yT = workspace<T>(6, size_t((PCF + 24) * KP));
+    T* ybuf = workspace<T>(4, size_t(PCF * Cg));
+    bool borders = false;  // as in cv_forward
+    for (int64_t n; (n = next.fetch_add(1, std::memory_order_relaxed)) < p.N;)
+      for (int64_t gr = 0; gr < p.groups; ++gr) {
+        direct_pad_input(gs, g, n, gr, gpad, HPg, WPg, borders);
+        borders = true;
+        T* dxg = a.dx + (n * p.C + gr * Cg) * HW;
+        if (tapless) std::fill(dxg, dxg + Cg * HW, T(0));  // pixels no tap reaches (stride > kernel)
+        for (const Phase& f : ph) {
+          const int64_t np = int64_t(f.pos.size());
+          if (np == 0 || f.taps == 0) continue;
+          for (int64_t q0 = 0; q0 < np; q0 += PCF) {
+            const int64_t nq = std::min(PCF, np - q0);
+            cv_run(gpad, f.pix.data() + q0, nq, f.offs.data(), f.taps, f.wT + gr * f.taps * KP, KP,
+                   zero.data(), yT);
+            // y^T -> [Cg, nq] (vector transposes), then each channel's row to the phase's pixels
+            // (reading y^T a column at a time, a line per element, was ~18 % of the layer)
+            transpose_into(yT, KP, nq, Cg, ybuf, nq);
+            for (size_t r = 0; r < f.rows.size(); r += 3) {  // the phase's pixels of one row: stride sw
+              const int64_t qa = std::max(f.rows[r], q0), qb = std::min(f.rows[r] + f.rows[r + 2], q0 + nq);
+              if (qa >= qb) continue;
+              const int64_t at = f.rows[r + 1] + (qa - f.rows[r]) * sw;
+              for (int64_t c = 0; c < Cg; ++c) {
+                T* __restrict d = dxg + c * HW + at;
+                const T* __restrict yc = ybuf + c * nq + (qa - q0);
+                for (int64_t j = 0; j < qb - qa; ++j) d[j * sw] = yc[j];
+              }
+            }
+          }
+        }
+      }
+  });
 }
 
 template <class T>
@@ -886,26 +1490,40 @@ void conv2d_backward(const ConvArgs<T>& a) {
     if (a.dx) std::fill(a.dx, a.dx + p.N * p.C * p.H * p.W, T(0));
     return;
   }
-  const bool ddx = a.dx && direct_dx_ok<T>(p), ddw = dw_out && direct_dw_ok<T>(p);
-  if (ddx || ddw) {
+  const bool ddx = a.dx && direct_dx_ok<T>(p), cvdw = dw_out && cv_lanes_ok<T>(p);
+  const bool sdx = a.dx && !ddx && cv_dx_strided_ok<T>(p);
+  const bool ddw = dw_out && !cvdw && direct_dw_ok<T>(p);
+  if (ddx || sdx || ddw || cvdw) {
     // g = dy * act'(y) once for the whole batch when there is an activation
-    std::vector<T> gbuf;
+    // (in this thread's workspace, which the team only reads: a fresh vector cost a memset
+    // and the page faults of a new mapping every call, ~5 % of a LeNet step)
     const T* g = a.dy;
     const int64_t ysize = p.N * p.K * p.OH * p.OW;
     if (a.act != Activation::identity && a.y) {
-      gbuf.resize(size_t(ysize));
-      act_grad(a.act, a.dy, a.y, gbuf.data(), ysize);
-      g = gbuf.data();
+      T* gbuf = workspace<T>(7, size_t(ysize));
+      act_grad(a.act, a.dy, a.y, gbuf, ysize);
+      g = gbuf;
     }
     if (ddx) direct_input_grad(a, g);
+    if (sdx) cv_input_grad_strided(a, g);
     if (ddw) direct_weight_grad(a, g);
+    if (cvdw) cv_weight_grad(a, g);
     ConvArgs<T> rest = a;  // what is left, by the paths below (dw already zeroed / accumulated into)
-    rest.dx = ddx ? nullptr : a.dx;
-    rest.dw = ddw ? nullptr : a.dw;
+    rest.dx = ddx || sdx ? nullptr : a.dx;
+    rest.dw = ddw || cvdw ? nullptr : a.dw;
     rest.dy = g;
     rest.act = Activation::identity;
     rest.accumulate = true;  // dw / db were zeroed above when not accumulating
-    if (rest.dx || rest.dw || rest.db) conv2d_backward(rest);
+    if (!rest.dx && !rest.dw && rest.db) {  // only the bias gradient left: one pass over g
+      const int64_t OHW = p.OH * p.OW;
+      for (int64_t k = 0; k < p.K; ++k) {
+        double sum = 0;
+        for (int64_t n = 0; n < p.N; ++n) sum += lane_sum(g + (n * p.K + k) * OHW, OHW);
+        rest.db[k] += T(sum);
+      }
+    } else if (rest.dx || rest.dw || rest.db) {
+      conv2d_backward(rest);
+    }
     return;
   }
   const bool dwise = is_depthwise(p);
@@ -981,10 +1599,93 @@ __attribute__((noinline)) void max_tap(const T* __restrict xt, T* __restrict bes
   }
 }
 
+// 2x2 windows, stride 2, inside the image (the usual CNN pooling): one output row of a plane
+// at a time, the four taps compared in order with selects (the same first-maximum / NaN rule as
+// max_tap), the flat index computed from the winning tap.  One loop the compiler vectorises
+// (stride-2 loads become permutes); the general path below calls max_tap on runs of OW
+// outputs, which for LeNet's 14- and 5-wide rows is mostly call overhead and scalar tails.
+template <class T>
+void max_pool_2x2s2_row(const T* __restrict r0, const T* __restrict r1, T* __restrict y, int64_t* __restrict ix,
+                        int64_t n, int64_t base, int64_t W) {
+  for (int64_t j = 0; j < n; ++j) {
+    T best = r0[2 * j];
+    int64_t at = base + 2 * j;
+    const T v1 = r0[2 * j + 1], v2 = r1[2 * j], v3 = r1[2 * j + 1];
+    bool take = (v1 > best) | (v1 != v1);
+    best = take ? v1 : best;
+    at = take ? base + 2 * j + 1 : at;
+    take = (v2 > best) | (v2 != v2);
+    best = take ? v2 : best;
+    at = take ? base + W + 2 * j : at;
+    take = (v3 > best) | (v3 != v3);
+    best = take ? v3 : best;
+    at = take ? base + W + 2 * j + 1 : at;
+    y[j] = best;
+    ix[j] = at;
+  }
+}
+
+#if defined(__AVX512F__)
+// float with AVX-512: 16 outputs per step, masked loads / stores for the tail of a row (LeNet's
+// rows are 14 and 5 wide: the loop above would run them in its scalar remainder, with branches).
+template <>
+void max_pool_2x2s2_row<float>(const float* __restrict r0, const float* __restrict r1, float* __restrict y,
+                               int64_t* __restrict ix, int64_t n, int64_t base, int64_t W) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i lane2 = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t m = std::min<int64_t>(16, n - j);
+    const __mmask16 mo = __mmask16((1u << m) - 1);
+    const __mmask16 m_lo = __mmask16(m >= 8 ? 0xFFFF : (1u << (2 * m)) - 1);
+    const __mmask16 m_hi = __mmask16(m <= 8 ? 0 : (1u << (2 * (m - 8))) - 1);
+    auto pairs = [&](const float* r, __m512& e, __m512& o) {
+      const __m512 lo = _mm512_maskz_loadu_ps(m_lo, r + 2 * j), hi = _mm512_maskz_loadu_ps(m_hi, r + 2 * j + 16);
+      e = _mm512_permutex2var_ps(lo, even, hi);
+      o = _mm512_permutex2var_ps(lo, odd, hi);
+    };
+    __m512 v0, v1, v2, v3;
+    pairs(r0, v0, v1);
+    pairs(r1, v2, v3);
+    // offset of the winner from the window's first tap: 0, 1, W, W + 1 (first maximum; a NaN wins)
+    __m512 best = v0;
+    __m512i off = _mm512_setzero_si512();
+    __mmask16 t = _mm512_cmp_ps_mask(v1, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+    best = _mm512_mask_mov_ps(best, t, v1);
+    off = _mm512_mask_mov_epi32(off, t, _mm512_set1_epi32(1));
+    t = _mm512_cmp_ps_mask(v2, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v2, v2, _CMP_UNORD_Q);
+    best = _mm512_mask_mov_ps(best, t, v2);
+    off = _mm512_mask_mov_epi32(off, t, _mm512_set1_epi32(int32_t(W)));
+    t = _mm512_cmp_ps_mask(v3, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v3, v3, _CMP_UNORD_Q);
+    best = _mm512_mask_mov_ps(best, t, v3);
+    off = _mm512_mask_mov_epi32(off, t, _mm512_set1_epi32(int32_t(W + 1)));
+    _mm512_mask_storeu_ps(y + j, mo, best);
+    off = _mm512_add_epi32(off, lane2);  // + 2 * lane
+    const __m512i b = _mm512_set1_epi64(base + 2 * j);
+    const __m512i i_lo = _mm512_add_epi64(b, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(off)));
+    const __m512i i_hi = _mm512_add_epi64(b, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(off, 1)));
+    _mm512_mask_storeu_epi64(ix + j, __mmask8(mo & 0xFF), i_lo);
+    _mm512_mask_storeu_epi64(ix + j + 8, __mmask8(mo >> 8), i_hi);
+  }
+}
+#endif
+
 template <class T>
 void max_pool2d_forward(const PoolArgs<T>& a) {
   const PoolShape& p = a.s;
   const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  if (p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
+      p.dil_h == 1 && p.dil_w == 1 && p.OH > 0 && p.OW > 0 && 2 * p.OH <= p.H && 2 * p.OW <= p.W) {
+    for_planes(p.planes, OHW * 4, [&](int64_t pl) {
+      const T* x = a.x + pl * HW;
+      for (int64_t oh = 0; oh < p.OH; ++oh) {
+        const int64_t base = 2 * oh * p.W;
+        max_pool_2x2s2_row(x + base, x + base + p.W, a.y + pl * OHW + oh * p.OW, a.indices + pl * OHW + oh * p.OW,
+                           p.OW, base, p.W);
+      }
+    });
+    return;
+  }
   // Windows that never leave the image (no padding, dilation 1, the common
   // 2x2 / stride 2): no clipping, a branch-free running maximum.  Same result
   // as the general loop: the first maximum wins, a NaN (the last one) propagates.

@@ -65,9 +65,21 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_out):
+        return self._backward(grad_out, True)
+
+    def backward_params(self, grad_out) -> None:
+        """Parameter gradients only: the first layer does not compute its input gradient."""
+        self._backward(grad_out, False)
+
+    def _backward(self, grad_out, input_grad):
         g = grad_out
-        for name, m in reversed(self._modules.items()):
+        items = list(self._modules.items())
+        for i in range(len(items) - 1, -1, -1):
+            name, m = items[i]
             try:
+                if i == 0 and not input_grad:
+                    m.backward_params(g)
+                    return None
                 g = m.backward(g)
             except (ValueError, TypeError) as exc:
                 _reraise(exc, f"Sequential layer {name} (backward)")

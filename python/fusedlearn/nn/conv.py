@@ -113,6 +113,12 @@ class Conv2d(Module):
         return y
 
     def backward(self, grad_out):
+        return self._backward(grad_out, True)
+
+    def backward_params(self, grad_out) -> None:
+        self._backward(grad_out, False)
+
+    def _backward(self, grad_out, input_grad):
         if self._x is None:
             raise RuntimeError(f"{type(self).__name__}: backward() called before forward()")
         g = np.asarray(grad_out)
@@ -124,7 +130,7 @@ class Conv2d(Module):
         acc = self.weight.grad is not None and (not has_b or self.bias.grad is not None)
         gx, gw, gb = F.conv2d_backward(
             g, self._x, self.weight.data, *self._geometry(), output=self._y, activation=self.activation,
-            bias_grad=has_b, grad_weight=self.weight.grad if acc else None,
+            input_grad=input_grad, bias_grad=has_b, grad_weight=self.weight.grad if acc else None,
             grad_bias=(self.bias.grad if acc and has_b else None), accumulate=acc)
         self.weight.grad = gw
         if has_b:

@@ -74,6 +74,12 @@ class Linear(Module):
         return y.reshape(*lead, self.out_features)
 
     def backward(self, grad_out):
+        return self._backward(grad_out, True)
+
+    def backward_params(self, grad_out) -> None:
+        self._backward(grad_out, False)
+
+    def _backward(self, grad_out, input_grad):
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward() called before forward()")
         g = np.asarray(grad_out)
@@ -90,6 +96,8 @@ class Linear(Module):
             F.gemm(g, self._x, self.weight.grad, trans_a=True, beta=1.0, out=self.weight.grad)
         if self.bias is not None:
             _accumulate(self.bias, g.sum(axis=0))
+        if not input_grad:
+            return None
         dx = F.gemm(g, w)  # [N, out] @ [out, in]
         return dx.reshape(*self._lead, self.in_features)
 

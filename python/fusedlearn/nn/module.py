@@ -127,6 +127,13 @@ class Module:
     def backward(self, grad_out):
         raise NotImplementedError(f"{type(self).__name__} has no backward()")
 
+    def backward_params(self, grad_out) -> None:
+        """``backward(grad_out)`` for the parameter gradients only, when the input gradient is not
+        wanted (the first layer of a network: torch skips it for inputs without ``requires_grad``).
+        Modules that can skip computing it (``Conv2d``, ``Linear``, ``Sequential``) override this;
+        the default runs ``backward`` and drops the result."""
+        self.backward(grad_out)
+
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 

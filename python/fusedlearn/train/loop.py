@@ -132,7 +132,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
     """Train ``model`` for ``epochs`` epochs of mini-batches; returns the history.
 
     ``loss(pred, y)`` returns ``(loss, grad)``; each batch runs ``model(x)``,
-    the loss, ``optimizer.zero_grad()``, ``model.backward(grad)`` and
+    the loss, ``optimizer.zero_grad()``, ``model.backward_params(grad)`` (``backward``
+    without the input gradient, which no one reads; ``model.backward`` if it has none) and
     ``optimizer.step()``.  The batch order is a permutation per epoch drawn from
     a generator seeded with ``seed``.  After each epoch the model is evaluated
     on ``val_data`` (an ``ArrayDataset`` or ``(x, y)``), the callbacks run
@@ -214,7 +215,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                     out = model(xb)
                     value, grad = loss(out, yb)
                     optimizer.zero_grad()
-                    model.backward(grad)
+                    # the data's gradient is not needed (backward_params: Module's, or plain backward)
+                    getattr(model, "backward_params", model.backward)(grad)
                 else:
                     optimizer.zero_grad()
                     out, value = objective(model, loss, xb, yb)
