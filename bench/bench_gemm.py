@@ -59,20 +59,28 @@ def selected_isa():
     return out.stdout.strip() or "avx2"
 
 
-def worker(nt, shapes, reps, target_s, clock="wall"):
+LIBS = ("ours", "numpy", "torch")
+
+
+def worker(nt, shapes, reps, target_s, clock="wall", only=None):
     import numpy as np
-    import torch
 
     import fusedlearn as fl
 
+    libs = LIBS if only is None else (only,)
+    torch = None
+    if "torch" in libs:
+        import torch
+
+        torch.set_num_threads(nt)
     fl.set_num_threads(nt)
-    torch.set_num_threads(nt)
     now = time.thread_time if clock == "cpu" else time.perf_counter
     F = fl.functional
     rng = np.random.default_rng(0)
 
     def bench(fns):
         # calls per sample so that one sample takes ~target_s
+        fns = {k: f for k, f in fns.items() if k in libs}
         for f in fns.values():
             f()
         t0 = now()
@@ -92,7 +100,8 @@ def worker(nt, shapes, reps, target_s, clock="wall"):
         a = rng.standard_normal((m, k), dtype=np.float32)
         b = rng.standard_normal((k, n), dtype=np.float32)
         o = np.empty((m, n), np.float32)
-        ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.empty(m, n)
+        if torch is not None:
+            ta, tb, to = torch.from_numpy(a), torch.from_numpy(b), torch.empty(m, n)
         t = bench({
             "ours": lambda: F.gemm(a, b, out=o),
             "numpy": lambda: np.matmul(a, b, out=o),
@@ -104,13 +113,35 @@ def worker(nt, shapes, reps, target_s, clock="wall"):
         x = rng.standard_normal((m, k), dtype=np.float32)
         w = rng.standard_normal((n, k), dtype=np.float32)
         bias = rng.standard_normal(n, dtype=np.float32)
-        tx, tw, tbias = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias)
+        if torch is not None:
+            tx, tw, tbias = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(bias)
         t = bench({
             "ours": lambda: F.linear(x, w, bias, "relu"),  # allocates its output, as numpy / torch do
             "numpy": lambda: np.maximum(x @ w.T + bias, 0),
             "torch": lambda: torch.relu(torch.addmm(tbias, tx, tw.T)),
         })
         print(json.dumps({"kind": "linear_relu", "nt": nt, "shape": [m, k, n], "t": t}), flush=True)
+
+
+def run_isolated(cmd, env, rounds):
+    """Every library in processes of its own (ours, numpy, torch in turn, `rounds` times):
+    the rows of one worker run with each library's time the median over the rounds."""
+    per = {}  # (kind, shape) -> lib -> [times]
+    order = []
+    for _ in range(rounds):
+        for lib in LIBS:
+            out = subprocess.run(cmd + ["--only", lib], env=env, stdout=subprocess.PIPE, text=True)
+            if out.returncode != 0:
+                sys.exit(out.returncode)
+            for line in out.stdout.splitlines():
+                r = json.loads(line)
+                key = (r["kind"], tuple(r["shape"]))
+                if key not in per:
+                    per[key] = {x: [] for x in LIBS}
+                    order.append((key, r["nt"]))
+                per[key][lib].append(r["t"][lib])
+    return [{"kind": kind, "nt": nt, "shape": list(shape), "t": {x: statistics.median(v) for x, v in per[(kind, shape)].items()}}
+            for (kind, shape), nt in order]
 
 
 def main():
@@ -124,13 +155,19 @@ def main():
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: CPU time of the calling thread (time.thread_time), which other processes on a "
                          "shared host do not inflate; only meaningful with --threads 1")
+    ap.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
+                    help="on: each library in processes of its own, alternated in --rounds rounds (auto: for "
+                         "2+ threads, where one library's idle threads spinning after its call would take the "
+                         "core from the next library's)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the isolated processes (medians over them)")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=LIBS, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
         args.reps, args.target = 5, 0.01
     shapes = parse_shapes(args.shapes) if args.shapes else [(s, s, s) for s in SQUARE] + RNN
     if args.worker is not None:
-        worker(args.worker, shapes, args.reps, args.target, args.clock)
+        worker(args.worker, shapes, args.reps, args.target, args.clock, args.only)
         return
 
     mhz = cpu_mhz()
@@ -148,9 +185,17 @@ def main():
             env[var] = str(nt)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(nt), "--reps", str(args.reps),
                "--target", str(args.target), "--clock", args.clock, "--shapes", ",".join("x".join(map(str, s)) for s in shapes)]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-        for line in proc.stdout:
-            r = json.loads(line)
+        isolate = args.isolate == "on" or (args.isolate == "auto" and nt > 1)
+        if isolate:
+            rows = run_isolated(cmd, env, args.rounds)
+        else:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+            rows = [json.loads(line) for line in proc.stdout]
+            if proc.wait() != 0:
+                sys.exit(proc.returncode)
+        if isolate:
+            print(f"(nt={nt}: each library in its own processes, medians over {args.rounds} alternated rounds)")
+        for r in rows:
             results.append(r)
             m, k, n = r["shape"]
             gf = {key: 2 * m * n * k / v / 1e9 for key, v in r["t"].items()}
@@ -158,8 +203,6 @@ def main():
                   f"torch {gf['torch']:7.1f} GFLOP/s   ours/numpy {gf['ours'] / gf['numpy']:5.2f}  "
                   f"ours/torch {gf['ours'] / gf['torch']:5.2f}   peak {100 * gf['ours'] / (flops_per_cycle * mhz / 1000 * nt):5.1f}%",
                   flush=True)
-        if proc.wait() != 0:
-            sys.exit(proc.returncode)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu_mhz": mhz, "results": results}, f, indent=1)
