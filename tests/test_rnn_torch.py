@@ -106,12 +106,15 @@ def test_no_hx_and_grad_hx_zero_structure(kind):
 
 # Recurrent GEMMs with the weight packed once per sequence (batch <= the GEMM's row
 # block) over several K blocks (H = 520: forward K = H, backward K = 4H or 2H, all > 512),
-# and a batch above the row block, whose steps read the weight unpacked.
+# a batch above the row block, whose steps read the weight unpacked, and a sequence
+# long enough that the input projection runs in chunks of steps with W_ih packed once
+# (T * B above the row block of every ISA; the last chunk shorter; both directions).
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("T_,B_,H_", [(3, 5, 520), (2, 250, 24)], ids=["packed-multiblock", "unpacked-batch"])
-def test_large_recurrent_gemms_match_torch(isa, kind, T_, B_, H_):
-    m, tm = _pair(kind, I=9, H=H_)
-    _run(kind, m, tm, {}, T=T_, B=B_, I=9, H=H_, ATOL=2e-4)
+@pytest.mark.parametrize("T_,B_,H_,kw", [(3, 5, 520, {}), (2, 250, 24, {}), (70, 4, 16, dict(bidirectional=True))],
+                         ids=["packed-multiblock", "unpacked-batch", "chunked-projection"])
+def test_large_recurrent_gemms_match_torch(isa, kind, T_, B_, H_, kw):
+    m, tm = _pair(kind, I=9, H=H_, **kw)
+    _run(kind, m, tm, kw, T=T_, B=B_, I=9, H=H_, ATOL=2e-4)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

@@ -38,6 +38,7 @@ using DgemmKernel = void (*)(const GemmArgs<double>& args);
 // floats sgemm_pack_b writes for these arguments (0: this call would not use a packed B)
 using SgemmPackedSizeFn = int64_t (*)(const GemmArgs<float>& args);
 using SgemmPackBFn = void (*)(const GemmArgs<float>& args, float* dst);  // dst 64-byte aligned
+using SgemmPackedMaxMFn = int64_t (*)();  // the most rows M a call may have to read a packed B
 
 struct CpuKernels {
   const char* isa;
@@ -51,6 +52,7 @@ struct CpuKernels {
   DgemmKernel dgemm;                // float64 reference GEMM, same interface
   SgemmPackedSizeFn sgemm_packed_b_size;  // pack op(B) once for many sgemm calls (GemmArgs::packed_b)
   SgemmPackBFn sgemm_pack_b;
+  SgemmPackedMaxMFn sgemm_packed_max_m;
   // recurrent layers (cpu/rnn): one fused cell phase over B rows, and one
   // layer-direction over a whole sequence (forward / backward)
   void (*rnn_cell_f32)(const RnnCellArgs<float>&);

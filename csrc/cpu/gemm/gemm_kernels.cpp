@@ -493,6 +493,8 @@ int64_t sgemm_packed_b_size(const GemmArgs<float>& g) {
   return packed_b_offset(k_blocks, n_panels, kc_max);
 }
 
+int64_t sgemm_packed_max_m() { return blocking().mc; }
+
 void sgemm_pack_b(const GemmArgs<float>& g, float* dst) {
   if (sgemm_packed_b_size(g) == 0) return;
   const int64_t KC = balanced_kc(g.K, blocking().kc), kc_max = std::min(KC, g.K);
@@ -741,6 +743,7 @@ void fill_gemm_kernels(CpuKernels& k) {
   k.dgemm = &dgemm;
   k.sgemm_packed_b_size = &sgemm_packed_b_size;
   k.sgemm_pack_b = &sgemm_pack_b;
+  k.sgemm_packed_max_m = &sgemm_packed_max_m;
 }
 
 }  // namespace FL_ISA_NS

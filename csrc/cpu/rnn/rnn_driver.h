@@ -6,17 +6,21 @@
 //   prepack(slot, const GemmArgs<T>&)  op(B) packed once for the per-step GEMMs that
 //                                  multiply by the same recurrent weight, or null
 //                                  (then each step's GEMM reads the weight itself)
+//   packed_rows_max()              the most rows a GEMM may have to read a packed B (0: none)
 // (the CPU build in cpu/rnn/rnn_kernels.cpp, CUDA in cuda/rnn/rnn_cuda.cu).
 //
-// Forward: the input projection of all T steps is one GEMM (gates = X W_ih^T + b_ih,
-// T*B rows); each step adds h_{t-1} W_hh^T + b_hh with one GEMM (two for Cho's GRU,
-// whose candidate product needs r first) and runs the fused cell.
+// Forward: the input projection (gates = X W_ih^T + b_ih) is one GEMM over all T*B rows,
+// or, where the backend packs weights, one GEMM per chunk of steps with W_ih packed once
+// (a chunk's gates are still in cache when its steps read them); each step adds
+// h_{t-1} W_hh^T + b_hh with one GEMM (two for Cho's GRU, whose candidate product needs r
+// first) and runs the fused cell.
 // Backward (reverse order of the forward): each step runs the fused cell backward,
 // which turns the gate activations into pre-activation gradients in place, then
 // dh_{t-1} += dgates_t W_hh with one GEMM.  After the loop the big GEMMs:
 // dX = dgates W_ih (T*B rows), dW_ih += dgates^T X, dW_hh += dgates^T H_prev; the
 // bias and peephole gradients are summed inside the cell pass.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "cpu/gemm/gemm_args.h"
@@ -57,11 +61,17 @@ void rnn_seq_forward(const RnnSeqArgs<T>& a, Backend& be) {
   if (a.cell == RnnCell::lstm) {
     if (a.c0) be.copy(a.aux + first * BH, a.c0, BH); else be.zero(a.aux + first * BH, BH);
   }
-  // input projection of every step: gates = X W_ih^T + b_ih
-  be.gemm(mm<T>(T_ * B, GH, a.I, a.x, a.I, false, a.w_ih, a.I, true, a.gates, GH, T(0), a.b_ih));
+  using rnn_detail::with_packed_b;
+  // input projection, gates = X W_ih^T + b_ih: in chunks of steps that a packed W_ih serves
+  // (computed just before their steps, see the loop), else for every step at once
+  const int64_t rows_max = be.packed_rows_max();
+  int64_t chunk = rows_max >= B ? rows_max / B : 0;
+  const T* pwi = chunk > 0 && chunk < T_
+                     ? be.prepack(2, mm<T>(chunk * B, GH, a.I, nullptr, a.I, false, a.w_ih, a.I, true, nullptr, GH, T(0)))
+                     : nullptr;
+  if (!pwi) be.gemm(mm<T>(T_ * B, GH, a.I, a.x, a.I, false, a.w_ih, a.I, true, a.gates, GH, T(0), a.b_ih));
 
   // the recurrent weight of every step, packed once (Cho's GRU: its r/z rows and its candidate rows)
-  using rnn_detail::with_packed_b;
   const bool cho = a.cell == RnnCell::gru_cho;
   const T* pw0 = be.prepack(0, mm<T>(B, cho ? 2 * H : GH, H, nullptr, H, false, a.w_hh, H, true, nullptr, GH, T(1)));
   const T* pw1 = cho ? be.prepack(1, mm<T>(B, H, H, nullptr, H, false, a.w_hh + 2 * H * H, H, true, nullptr, GH,
@@ -70,6 +80,12 @@ void rnn_seq_forward(const RnnSeqArgs<T>& a, Backend& be) {
   RnnCellArgs<T> c;
   c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.ldy = a.ldy;
   for (int64_t s = 0; s < T_; ++s) {
+    if (pwi && s % chunk == 0) {  // the projection of steps [s, s1): time rows [t_lo, t_lo + n)
+      const int64_t n = std::min(chunk, T_ - s), t_lo = a.reverse ? T_ - s - n : s;
+      be.gemm(with_packed_b(mm<T>(n * B, GH, a.I, a.x + t_lo * B * a.I, a.I, false, a.w_ih, a.I, true,
+                                  a.gates + t_lo * B * GH, GH, T(0), a.b_ih),
+                            pwi));
+    }
     const int64_t t = a.reverse ? T_ - 1 - s : s;
     const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
     T* g = a.gates + t * B * GH;

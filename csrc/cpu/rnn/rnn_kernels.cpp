@@ -97,13 +97,18 @@ struct PackBuffer {
     return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
   }
 };
-thread_local PackBuffer tl_packed_w[2];
+thread_local PackBuffer tl_packed_w[3];  // W_hh (two parts for the GRUs), W_ih
 
 template <class T>
 struct CpuBackend {
   void gemm(const GemmArgs<T>& g) {
     if (g.M <= 0 || g.N <= 0) return;
     if constexpr (std::is_same<T, float>::value) kernels().sgemm(g); else kernels().dgemm(g);
+  }
+  // rows a GEMM may have and still read a packed B (0: this backend never packs)
+  int64_t packed_rows_max() {
+    if constexpr (std::is_same<T, float>::value) return kernels().sgemm_packed_max_m();
+    return 0;
   }
   const T* prepack(int slot, const GemmArgs<T>& g) {
     if constexpr (std::is_same<T, float>::value) {

@@ -44,6 +44,7 @@ struct CudaBackend {
     cuda::gemm_f32(g, device);
   }
   const float* prepack(int, const GemmArgs<float>&) { return nullptr; }  // the CUDA SGEMM tiles B itself
+  int64_t packed_rows_max() { return 0; }
   void cell(const RnnCellArgs<float>& host_args) {
     if (host_args.B <= 0 || host_args.H <= 0) return;
     RnnCellArgs<float> a = host_args;
