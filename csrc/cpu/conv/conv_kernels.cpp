@@ -56,6 +56,7 @@
 
 #include "cpu/conv/conv_args.h"
 #include "cpu/isa_entry.h"
+#include "cpu/transpose8x8.h"
 #include "cpu/vec.h"
 
 namespace fl {
@@ -851,26 +852,7 @@ void transpose_into(const T* __restrict src, int64_t lds, int64_t nk, int64_t nq
     for (; k0 + 8 <= nk; k0 += 8) {
       int64_t q0 = 0;
       for (; q0 + 8 <= nq; q0 += 8) {
-        const float* s0 = src + k0 * lds + q0;
-        __m256 r[8], t[8];
-        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(s0 + i * lds);
-        for (int i = 0; i < 4; ++i) {
-          t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-          t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
-        const __m256 u0 = _mm256_shuffle_ps(t[0], t[2], 0x44), u1 = _mm256_shuffle_ps(t[0], t[2], 0xEE);
-        const __m256 u2 = _mm256_shuffle_ps(t[1], t[3], 0x44), u3 = _mm256_shuffle_ps(t[1], t[3], 0xEE);
-        const __m256 u4 = _mm256_shuffle_ps(t[4], t[6], 0x44), u5 = _mm256_shuffle_ps(t[4], t[6], 0xEE);
-        const __m256 u6 = _mm256_shuffle_ps(t[5], t[7], 0x44), u7 = _mm256_shuffle_ps(t[5], t[7], 0xEE);
-        float* d0 = dst + q0 * ldd + k0;
-        _mm256_storeu_ps(d0 + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_storeu_ps(d0 + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_storeu_ps(d0 + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_storeu_ps(d0 + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_storeu_ps(d0 + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_storeu_ps(d0 + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_storeu_ps(d0 + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_storeu_ps(d0 + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+        transpose8x8_strided(src + k0 * lds + q0, lds, dst + q0 * ldd + k0, ldd);
       }
       for (int64_t k = k0; k < k0 + 8; ++k)
         for (int64_t q = q0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
