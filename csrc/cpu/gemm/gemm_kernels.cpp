@@ -451,31 +451,34 @@ struct WorkCounter {
   int64_t take() { return next.fetch_add(1, std::memory_order_relaxed); }
 };
 
-// Where KC block b of a whole packed op(B) starts (sgemm_pack_b's layout: each
-// block holds all n_panels micro-panels, b_panel_stride(kc) apart, in space
-// sized for the longest block).
-inline int64_t packed_b_offset(int64_t b, int64_t n_panels, int64_t kc_max) {
-  return b * n_panels * b_panel_stride(kc_max);
-}
+// How the small-M driver cuts op(B) (K x N): KC blocks of K, NR-column micro-panels.
+// It is also the layout of a whole packed op(B) (sgemm_pack_b): KC block b holds all
+// n_panels micro-panels, b_panel_stride(kc) apart, at offset(b), in space sized for
+// the longest block.
+struct SmallMBlocks {
+  int64_t KC, kc_max, k_blocks, n_panels;
+  SmallMBlocks(int64_t K, int64_t N)
+      : KC(balanced_kc(K, blocking().kc)), kc_max(std::min(KC, K)), k_blocks((K + KC - 1) / KC),
+        n_panels((N + NR - 1) / NR) {}
+  int64_t offset(int64_t b) const { return b * n_panels * b_panel_stride(kc_max); }
+};
 
 // Only the small-M driver reads a packed op(B) (the blocked one packs per NC
 // block for its own schedule), so only such calls get one.
 int64_t sgemm_packed_b_size(const GemmArgs<float>& g) {
   if (g.M <= 0 || g.N <= 0 || g.K <= 0 || g.M > blocking().mc) return 0;
-  const int64_t KC = balanced_kc(g.K, blocking().kc), kc_max = std::min(KC, g.K);
-  const int64_t k_blocks = (g.K + KC - 1) / KC, n_panels = (g.N + NR - 1) / NR;
-  return packed_b_offset(k_blocks, n_panels, kc_max);
+  const SmallMBlocks bl(g.K, g.N);
+  return bl.offset(bl.k_blocks);
 }
 
 int64_t sgemm_packed_max_m() { return blocking().mc; }
 
 void sgemm_pack_b(const GemmArgs<float>& g, float* dst) {
   if (sgemm_packed_b_size(g) == 0) return;
-  const int64_t KC = balanced_kc(g.K, blocking().kc), kc_max = std::min(KC, g.K);
-  const int64_t k_blocks = (g.K + KC - 1) / KC, n_panels = (g.N + NR - 1) / NR;
-  for (int64_t b = 0; b < k_blocks; ++b) {
-    const int64_t pc = b * KC;
-    pack_b(g, pc, 0, std::min(KC, g.K - pc), g.N, 0, n_panels, dst + packed_b_offset(b, n_panels, kc_max));
+  const SmallMBlocks bl(g.K, g.N);
+  for (int64_t b = 0; b < bl.k_blocks; ++b) {
+    const int64_t pc = b * bl.KC;
+    pack_b(g, pc, 0, std::min(bl.KC, g.K - pc), g.N, 0, bl.n_panels, dst + bl.offset(b));
   }
 }
 
@@ -491,12 +494,10 @@ void sgemm_pack_b(const GemmArgs<float>& g, float* dst) {
 // kilobytes apart, they would not).
 void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   const int64_t M = g.M, N = g.N, K = g.K;
-  const int64_t KC = balanced_kc(K, blocking().kc);
-  const int64_t kc_max = std::min(KC, K);
-  const int64_t k_blocks = (K + KC - 1) / KC;
+  const SmallMBlocks bl(K, N);
+  const int64_t KC = bl.KC, kc_max = bl.kc_max, k_blocks = bl.k_blocks, n_panels = bl.n_panels;
   const int64_t m_pad = (M + MR - 1) / MR * MR;
   const int64_t m_tiles = m_pad / MR;
-  const int64_t n_panels = (N + NR - 1) / NR;
   // at most UK::GROUP_KIB (about a quarter of L2) of packed B per group, and at least two groups per thread
   static const int64_t group_floats = env_or("FUSEDLEARN_GEMM_GROUP_KIB", UK::GROUP_KIB, 1) * 256;
   const int64_t group = std::max<int64_t>(
@@ -537,7 +538,7 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
         if (!whole_a) pack_a(g, 0, pc, M, kc, abuf);
         // this group's panels of KC block b: packed now, or found in the caller's packed op(B)
         const float* bpanels =
-            prepacked ? g.packed_b + packed_b_offset(b, n_panels, kc_max) + gi * group * b_panel_stride(kc) : bbuf;
+            prepacked ? g.packed_b + bl.offset(b) + gi * group * b_panel_stride(kc) : bbuf;
         if (!prepacked) pack_b(g, pc, j0, kc, ncols, 0, gp, bbuf);
         // what comes next: this group's next KC block, or (a guess) the next
         // group anyone will take; fetched a share per tile while this computes
@@ -656,9 +657,8 @@ void sgemm(const GemmArgs<float>& g) {
   }
   const EpilogueFn<float> epi = pick_epilogue(g);
   const int nt = gemm_threads(g.M, g.N, g.K);
-  if (g.M <= blocking().mc)
+  if (g.M <= blocking().mc)  // (the only driver that reads a packed_b: sgemm_packed_b_size)
     sgemm_small_m(g, epi, nt);
-  // (a packed_b is only ever made for M <= MC: sgemm_packed_b_size)
   else
     sgemm_blocked(g, epi, nt);
 }
