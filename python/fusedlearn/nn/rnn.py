@@ -185,25 +185,23 @@ class _RNNBase(Module):
         who = type(self).__name__
         x = as_float_input(x, who)
         if x.ndim != 2:
-            self._unbatched = False
             return self._forward_batched(x, hx, lengths)
         if lengths is not None:
             raise ValueError(f"{who}: lengths are for batches; an unbatched (2-D) input is one sequence")
         axis = 0 if self.batch_first else 1
-        unsq = lambda a: None if a is None else np.expand_dims(self._unbatched_state(a), 1)  # noqa: E731
-        if hx is not None:
-            hx = tuple(unsq(h) for h in hx) if isinstance(hx, (tuple, list)) else unsq(hx)
-        out, hn = self._forward_batched(np.expand_dims(x, axis), hx, None)
-        self._unbatched = True
-        sq = lambda a: a[:, 0]  # noqa: E731
-        return np.take(out, 0, axis=axis), (tuple(sq(h) for h in hn) if isinstance(hn, tuple) else sq(hn))
+        out, hn = self._forward_batched(np.expand_dims(x, axis), self._with_batch_axis(hx), None)
+        self._ctx["unbatched"] = True
+        return np.take(out, 0, axis=axis), _per_state(lambda h: h[:, 0], hn)
 
-    def _unbatched_state(self, h):
-        h = np.asarray(h)
-        if h.ndim != 2:
-            raise ValueError(f"{type(self).__name__}: for an unbatched (2-D) input the states are 2-D "
-                             f"(D * num_layers, hidden_size), got shape {tuple(h.shape)}")
-        return h
+    def _with_batch_axis(self, states):
+        """Unbatched states (D * num_layers, H) (or a tuple of them, None kept) as batches of one."""
+        def one(h):
+            h = np.asarray(h)
+            if h.ndim != 2:
+                raise ValueError(f"{type(self).__name__}: for an unbatched (2-D) input the states are 2-D "
+                                 f"(D * num_layers, hidden_size), got shape {tuple(h.shape)}")
+            return np.expand_dims(h, 1)
+        return _per_state(one, states)
 
     def _forward_batched(self, x, hx, lengths):
         who = type(self).__name__
@@ -278,20 +276,12 @@ class _RNNBase(Module):
         raise NotImplementedError
 
     def backward(self, grad_output, grad_h_n=None):
-        if not getattr(self, "_unbatched", False):
+        if not (self._ctx and self._ctx.get("unbatched")):
             return self._backward_batched(grad_output, grad_h_n)
-        if self._ctx is None:
-            raise RuntimeError(f"{type(self).__name__}: backward() called without a forward() (or twice for one "
-                               f"forward)")
         axis = 0 if self.batch_first else 1
-        unsq = lambda a: None if a is None else np.expand_dims(self._unbatched_state(a), 1)  # noqa: E731
-        if grad_h_n is not None:
-            grad_h_n = (tuple(unsq(a) for a in grad_h_n) if isinstance(grad_h_n, (tuple, list))
-                        else unsq(grad_h_n))
         g = None if grad_output is None else np.expand_dims(np.asarray(grad_output), axis)
-        dx = self._backward_batched(g, grad_h_n)
-        sq = lambda a: None if a is None else a[:, 0]  # noqa: E731
-        self.grad_hx = tuple(sq(a) for a in self.grad_hx) if isinstance(self.grad_hx, tuple) else sq(self.grad_hx)
+        dx = self._backward_batched(g, self._with_batch_axis(grad_h_n))
+        self.grad_hx = _per_state(lambda h: h[:, 0], self.grad_hx)
         return np.take(dx, 0, axis=axis)
 
     def _backward_batched(self, grad_output, grad_h_n):
@@ -401,6 +391,13 @@ class GRU(_RNNBase):
 
     def _split_grad_hn(self, grad_h_n, shape, dtype):
         return (None if grad_h_n is None else _grad_state(grad_h_n, shape, dtype, "grad_h_n")), None
+
+
+def _per_state(f, states):
+    """f applied to a state, or to each of a tuple / list of them; None stays None."""
+    if isinstance(states, (tuple, list)):
+        return tuple(None if h is None else f(h) for h in states)
+    return None if states is None else f(states)
 
 
 def _grad_state(a, shape, dtype, name):
