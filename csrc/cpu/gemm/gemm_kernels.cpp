@@ -47,6 +47,7 @@
 #endif
 
 #include "cpu/gemm/gemm_args.h"
+#include "cpu/aligned_buf.h"
 #include "cpu/transpose8x8.h"
 #include "cpu/gemm/gemm_micro.h"
 #include "cpu/isa_entry.h"
@@ -182,25 +183,7 @@ int gemm_threads(int64_t M, int64_t N, int64_t K) {
   return std::max(1, std::min(nt, by_work));
 }
 
-// ---- packing buffers: 64-byte aligned, grown on demand, reused per thread ---------------
-struct AlignedBuf {
-  float* p = nullptr;
-  size_t n = 0;
-  float* get(size_t need) {
-    if (need > n) {
-      std::free(p);
-      const size_t bytes = (need * sizeof(float) + 63) & ~size_t(63);
-      p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (!p) {
-        n = 0;
-        throw std::bad_alloc();
-      }
-      n = need;
-    }
-    return p;
-  }
-  ~AlignedBuf() { std::free(p); }
-};
+// ---- packing buffers: 64-byte aligned, grown on demand, reused per thread (cpu/aligned_buf.h) ----
 thread_local AlignedBuf tl_a_buf;
 thread_local AlignedBuf tl_b_buf;
 

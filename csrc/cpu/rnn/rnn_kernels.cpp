@@ -10,11 +10,11 @@
 #include <cstring>
 #include <cstdint>
 #include <type_traits>
-#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "cpu/aligned_buf.h"
 #include "cpu/isa_entry.h"
 #include "cpu/rnn/rnn_cell.h"
 #include "cpu/rnn/rnn_driver.h"
@@ -87,17 +87,9 @@ void rnn_cell(const RnnCellArgs<T>& a) {
 }
 
 // Packed recurrent weights, kept per thread between calls (each call repacks:
-// the weights change between training steps) so that no call pays for fresh
-// zeroed pages.  64-byte aligned, as the GEMM's packed panels must be.
-struct PackBuffer {
-  std::vector<float> store;
-  float* get(int64_t n) {
-    if (int64_t(store.size()) < n + 16) store.resize(size_t(n + 16));
-    const uintptr_t p = reinterpret_cast<uintptr_t>(store.data());
-    return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
-  }
-};
-thread_local PackBuffer tl_packed_w[3];  // W_hh (two parts for the GRUs), W_ih
+// the weights change between training steps); 64-byte aligned, as the GEMM's
+// packed panels must be.
+thread_local AlignedBuf tl_packed_w[3];  // W_hh (two parts for the GRUs), W_ih
 
 template <class T>
 struct CpuBackend {
@@ -114,7 +106,7 @@ struct CpuBackend {
     if constexpr (std::is_same<T, float>::value) {
       const int64_t n = kernels().sgemm_packed_b_size(g);
       if (n <= 0) return nullptr;
-      float* dst = tl_packed_w[slot].get(n);
+      float* dst = tl_packed_w[slot].get(size_t(n));
       kernels().sgemm_pack_b(g, dst);
       return dst;
     } else {
