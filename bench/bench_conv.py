@@ -7,17 +7,27 @@ architecture in torch.  Medians of repeated runs at 1 and 2 threads (fl.set_num_
 torch.set_num_threads); ratio = torch time / ours (> 1: we are faster).
 
     PYTHONPATH=python python3 bench/bench_conv.py [--repeat 15] [--threads 1 2] [--clock wall|cpu]
+                                                  [--isolate auto|on|off] [--rounds 3]
 
-Ours and torch's calls alternate within each repetition.
+One thread: ours and torch's calls alternate within each repetition, in one process.  Two or
+more (--isolate auto): each library runs in processes of its own, alternated over --rounds
+rounds, medians over them -- in one process torch's idle OpenMP threads spin on the second core
+after each of its calls and take it from ours (the 32 -> 64 forward read 15.5 ms that way against
+9.4 ms alone).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 
 import numpy as np
 
 import fusedlearn as fl
-from timing import add_clock_argument, round_robin_medians
+from timing import add_clock_argument, round_robin_medians, run_isolated
+
+LIBS = ("ours", "torch")
 
 LAYERS = [  # (N, C, H, W) -> K channels, 3x3, stride, pad 1
     ((64, 3, 32, 32), 32, 1),
@@ -26,7 +36,14 @@ LAYERS = [  # (N, C, H, W) -> K channels, 3x3, stride, pad 1
 ]
 
 
-def bench_layers(torch, repeat, clock):
+def timed(pair, libs, repeat, clock):
+    """(ours, torch) seconds of the pair of callables; None for a library not in libs."""
+    fns = [fn for lib, fn in zip(LIBS, pair) if lib in libs]
+    t = iter(round_robin_medians(fns, repeat, clock, warmup=2))
+    return tuple(next(t) if lib in libs else None for lib in LIBS)
+
+
+def bench_layers(torch, repeat, clock, libs=LIBS):
     F, tf = fl.functional, torch.nn.functional
     rows = []
     for (n, c, h, w), k, s in LAYERS:
@@ -56,8 +73,7 @@ def bench_layers(torch, repeat, clock):
 
         name = f"{(n, c, h, w)}->{k} s{s}"
         for what, o, t in (("fwd", ours_f, torch_f), ("fwd+bwd", ours_fb, torch_fb)):
-            to, tt = round_robin_medians([o, t], repeat, clock, warmup=2)
-            rows.append((name, what, to, tt))
+            rows.append((name, what, *timed((o, t), libs, repeat, clock)))
     return rows
 
 
@@ -91,7 +107,7 @@ def torch_resnet(torch, width=16):
                           tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(4 * width, 10))
 
 
-def bench_steps(torch, repeat, clock):
+def bench_steps(torch, repeat, clock, libs=LIBS):
     rows = []
     for name, ours, theirs, shape in (
             ("LeNet-5 step, batch 128, 1x28x28", fl.models.lenet5(seed=0), torch_lenet(torch), (128, 1, 28, 28)),
@@ -117,8 +133,20 @@ def bench_steps(torch, repeat, clock):
             tloss(theirs(tx), ty).backward()
             topt.step()
 
-        rows.append((name, "train step", *round_robin_medians([ours_step, torch_step], repeat, clock, warmup=2)))
+        rows.append((name, "train step", *timed((ours_step, torch_step), libs, repeat, clock)))
     return rows
+
+
+def worker(nt, repeat, clock, only):
+    """One thread count, only one library timed: JSON rows for run_isolated."""
+    import torch
+
+    fl.set_num_threads(nt)
+    torch.set_num_threads(nt)
+    libs = (only,)
+    for name, what, to, tt in bench_layers(torch, repeat, clock, libs) + bench_steps(torch, repeat, clock, libs):
+        print(json.dumps({"name": name, "what": what, "nt": nt, "t": {only: to if only == "ours" else tt}}),
+              flush=True)
 
 
 def main():
@@ -126,17 +154,35 @@ def main():
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     add_clock_argument(ap)
+    ap.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
+                    help="on: each library in processes of its own, alternated over --rounds (auto: at 2+ threads)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=LIBS, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker is not None:
+        worker(args.worker, args.repeat, args.clock, args.only)
+        return
     import torch
 
     print(f"fusedlearn {fl.__version__} isa={fl.get_isa()}  torch {torch.__version__} "
           f"(mkldnn={torch.backends.mkldnn.is_available()})")
     print(f"{'case':44s} {'what':10s} {'thr':>3s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s}")
     for nt in args.threads:
-        fl.set_num_threads(nt)
-        torch.set_num_threads(nt)
-        for name, what, to, tt in bench_layers(torch, args.repeat, args.clock) + bench_steps(torch, args.repeat, args.clock):
-            print(f"{name:44s} {what:10s} {nt:3d} {to * 1e3:9.2f} {tt * 1e3:9.2f} {tt / to:6.2f}x", flush=True)
+        if args.isolate == "on" or (args.isolate == "auto" and nt > 1):
+            env = dict(os.environ, OMP_NUM_THREADS=str(nt), MKL_NUM_THREADS=str(nt))
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(nt), "--repeat", str(args.repeat),
+                   "--clock", args.clock]
+            rows = [(r["name"], r["what"], r["t"]["ours"], r["t"]["torch"])
+                    for r in run_isolated(cmd, LIBS, args.rounds, env)]
+            note = f"  (own processes, medians of {args.rounds} rounds)"
+        else:
+            fl.set_num_threads(nt)
+            torch.set_num_threads(nt)
+            rows = bench_layers(torch, args.repeat, args.clock) + bench_steps(torch, args.repeat, args.clock)
+            note = ""
+        for name, what, to, tt in rows:
+            print(f"{name:44s} {what:10s} {nt:3d} {to * 1e3:9.2f} {tt * 1e3:9.2f} {tt / to:6.2f}x{note}", flush=True)
 
 
 if __name__ == "__main__":

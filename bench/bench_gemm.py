@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from timing import run_isolated
+
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 RNN = [(64, 512, 2048), (64, 1024, 4096), (4096, 256, 256)]  # (M, K, N)
 
@@ -123,27 +125,6 @@ def worker(nt, shapes, reps, target_s, clock="wall", only=None):
         print(json.dumps({"kind": "linear_relu", "nt": nt, "shape": [m, k, n], "t": t}), flush=True)
 
 
-def run_isolated(cmd, env, rounds):
-    """Every library in processes of its own (ours, numpy, torch in turn, `rounds` times):
-    the rows of one worker run with each library's time the median over the rounds."""
-    per = {}  # (kind, shape) -> lib -> [times]
-    order = []
-    for _ in range(rounds):
-        for lib in LIBS:
-            out = subprocess.run(cmd + ["--only", lib], env=env, stdout=subprocess.PIPE, text=True)
-            if out.returncode != 0:
-                sys.exit(out.returncode)
-            for line in out.stdout.splitlines():
-                r = json.loads(line)
-                key = (r["kind"], tuple(r["shape"]))
-                if key not in per:
-                    per[key] = {x: [] for x in LIBS}
-                    order.append((key, r["nt"]))
-                per[key][lib].append(r["t"][lib])
-    return [{"kind": kind, "nt": nt, "shape": list(shape), "t": {x: statistics.median(v) for x, v in per[(kind, shape)].items()}}
-            for (kind, shape), nt in order]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2")
@@ -187,7 +168,7 @@ def main():
                "--target", str(args.target), "--clock", args.clock, "--shapes", ",".join("x".join(map(str, s)) for s in shapes)]
         isolate = args.isolate == "on" or (args.isolate == "auto" and nt > 1)
         if isolate:
-            rows = run_isolated(cmd, env, args.rounds)
+            rows = run_isolated(cmd, LIBS, args.rounds, env)
         else:
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
             rows = [json.loads(line) for line in proc.stdout]

@@ -4,10 +4,19 @@
 repetition, so a noisy neighbour hits both alike; ``add_clock_argument`` offers
 ``--clock cpu`` (the calling thread's CPU time, ``time.thread_time``), which
 time-slicing by other processes on a shared host does not inflate.
+
+``run_isolated`` runs each library in processes of its own instead (the
+benchmark's worker mode, ``--only LIB``), alternated over rounds: at 2+ threads
+the idle worker threads of the library called just before (OpenBLAS's, torch's
+OpenMP pool) keep spinning on the other core and take it from the next
+library's threads, so in one process the figures depend on the call order.
 """
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -33,3 +42,22 @@ def round_robin_medians(fns, repeats, clock="wall", warmup=1):
             fn()
             ts[i].append(now() - t0)
     return tuple(statistics.median(t) for t in ts)
+
+
+def run_isolated(cmd, libs, rounds, env=None):
+    """Runs ``cmd + ["--only", lib]`` for every lib, ``rounds`` times in turn.
+    Each run prints JSON rows, one per case, with the lib's seconds in
+    ``row["t"][lib]``; returns the rows (first-seen order, the other fields as
+    printed) with ``t`` holding every lib's median over the rounds."""
+    rows, times = {}, {}
+    for _ in range(rounds):
+        for lib in libs:
+            out = subprocess.run(cmd + ["--only", lib], env=env, stdout=subprocess.PIPE, text=True)
+            if out.returncode != 0:
+                sys.exit(out.returncode)
+            for line in out.stdout.splitlines():
+                r = json.loads(line)
+                key = json.dumps({k: v for k, v in r.items() if k != "t"}, sort_keys=True)
+                rows.setdefault(key, r)
+                times.setdefault(key, {x: [] for x in libs})[lib].append(r["t"][lib])
+    return [dict(rows[k], t={x: statistics.median(v) for x, v in times[k].items()}) for k in rows]
