@@ -10,5 +10,6 @@ void fill_elementwise_kernels(CpuKernels& k);
 void fill_gemm_kernels(CpuKernels& k);
 void fill_rnn_kernels(CpuKernels& k);
 void fill_conv_kernels(CpuKernels& k);
+void fill_pool_norm_kernels(CpuKernels& k);
 }  // namespace FL_ISA_NS
 }  // namespace fl

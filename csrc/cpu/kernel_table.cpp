@@ -16,6 +16,7 @@ CpuKernels make_table() {
   fill_gemm_kernels(k);
   fill_rnn_kernels(k);
   fill_conv_kernels(k);
+  fill_pool_norm_kernels(k);
   return k;
 }
 }  // namespace
