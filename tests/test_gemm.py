@@ -65,7 +65,9 @@ def test_shapes_and_transposes(isa, dtype):
 
 def test_threads(isa, threads):
     rng = np.random.default_rng(2)
-    for m, k, n in [(300, 299, 301), (64, 300, 290), (150, 700, 40), (12, 5, 1000)]:
+    # (300, 40, 9300): four column blocks of the blocked driver, whose double-buffered packed B
+    # is reused twice (a block's packing waits for the rows of the block two back)
+    for m, k, n in [(300, 299, 301), (64, 300, 290), (150, 700, 40), (12, 5, 1000), (300, 40, 9300)]:
         a = _rand(rng, (m, k), np.float32)
         b = _rand(rng, (k, n), np.float32)
         bias = _rand(rng, (n,), np.float32)
