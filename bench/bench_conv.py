@@ -25,22 +25,13 @@ import sys
 import numpy as np
 
 import fusedlearn as fl
-from timing import add_clock_argument, round_robin_medians, run_isolated
-
-LIBS = ("ours", "torch")
+from timing import PEERS as LIBS, add_clock_argument, run_isolated, timed
 
 LAYERS = [  # (N, C, H, W) -> K channels, 3x3, stride, pad 1
     ((64, 3, 32, 32), 32, 1),
     ((64, 32, 32, 32), 64, 1),
     ((64, 64, 16, 16), 128, 2),
 ]
-
-
-def timed(pair, libs, repeat, clock):
-    """(ours, torch) seconds of the pair of callables; None for a library not in libs."""
-    fns = [fn for lib, fn in zip(LIBS, pair) if lib in libs]
-    t = iter(round_robin_medians(fns, repeat, clock, warmup=2))
-    return tuple(next(t) if lib in libs else None for lib in LIBS)
 
 
 def bench_layers(torch, repeat, clock, libs=LIBS):

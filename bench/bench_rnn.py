@@ -7,24 +7,31 @@ same inputs, float32, medians of repeated runs, at 1 and 2 threads
 (> 1: we are faster).
 
     PYTHONPATH=python python3 bench/bench_rnn.py [--repeats 7] [--quick] [--threads 1,2] [--clock wall|cpu]
+                                                 [--isolate auto|on|off] [--rounds 3]
 
-Ours and torch's calls alternate (round-robin) within each repetition.
+One thread: ours and torch's calls alternate (round-robin) within each repetition.  Two or more
+(--isolate auto): each library in processes of its own, alternated over --rounds rounds, medians
+over them (timing.run_isolated: in one process the idle threads of the library called just
+before spin on the second core and take it from the other's).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 
 import numpy as np
 import torch
 
 import fusedlearn as fl
 from fusedlearn import nn
-from timing import add_clock_argument, round_robin_medians
+from timing import PEERS, add_clock_argument, run_isolated, timed
 
 SHAPES = [(100, 64, 256, 512), (35, 20, 650, 650), (50, 32, 128, 128)]
 
 
-def bench_one(kind, T, B, I, H, repeats, clock):
+def bench_one(kind, T, B, I, H, repeats, clock, libs=PEERS):
     torch.manual_seed(0)
     tm = (torch.nn.LSTM if kind == "LSTM" else torch.nn.GRU)(I, H)
     m = getattr(nn, kind)(I, H)
@@ -53,9 +60,19 @@ def bench_one(kind, T, B, I, H, repeats, clock):
         out.backward(got)
 
     return {
-        "fwd": round_robin_medians([ours_fwd, torch_fwd], repeats, clock),
-        "fwd+bwd": round_robin_medians([ours_fb, torch_fb], repeats, clock),
+        "fwd": timed((ours_fwd, torch_fwd), libs, repeats, clock, warmup=1),
+        "fwd+bwd": timed((ours_fb, torch_fb), libs, repeats, clock, warmup=1),
     }
+
+
+def rows_for(threads, shapes, repeats, clock, libs=PEERS):
+    fl.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    for kind in ("LSTM", "GRU"):
+        for shape in shapes:
+            for name, (ours, theirs) in bench_one(kind, *shape, repeats, clock, libs).items():
+                yield {"kind": kind, "shape": list(shape), "nt": threads, "pass": name,
+                       "t": {"ours": ours, "torch": theirs}}
 
 
 def main():
@@ -64,20 +81,33 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one shape, 3 repeats")
     ap.add_argument("--threads", default="1,2")
     add_clock_argument(ap)
+    ap.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
+                    help="on: each library in processes of its own, alternated over --rounds (auto: at 2+ threads)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=PEERS, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     shapes = SHAPES[-1:] if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats
+    if args.worker is not None:
+        for r in rows_for(args.worker, shapes, repeats, args.clock, (args.only,)):
+            r["t"] = {args.only: r["t"][args.only]}
+            print(json.dumps(r), flush=True)
+        return
     print(f"fusedlearn ISA {fl.get_isa()}, torch {torch.__version__}; medians of {repeats} runs, ms")
     print(f"{'cell':5} {'(T, B, I, H)':>20} {'thr':>3} {'pass':>8} {'ours':>9} {'torch':>9} {'ratio':>6}")
     for threads in [int(t) for t in args.threads.split(",")]:
-        fl.set_num_threads(threads)
-        torch.set_num_threads(threads)
-        for kind in ("LSTM", "GRU"):
-            for shape in shapes:
-                res = bench_one(kind, *shape, repeats, args.clock)
-                for name, (ours, theirs) in res.items():
-                    print(f"{kind:5} {str(shape):>20} {threads:>3} {name:>8} {ours * 1e3:9.2f} {theirs * 1e3:9.2f} "
-                          f"{theirs / ours:6.2f}", flush=True)
+        if args.isolate == "on" or (args.isolate == "auto" and threads > 1):
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(threads), "--repeats", str(repeats),
+                   "--clock", args.clock] + (["--quick"] if args.quick else [])
+            rows, note = run_isolated(cmd, PEERS, args.rounds, env), f"  (own processes, {args.rounds} rounds)"
+        else:
+            rows, note = rows_for(threads, shapes, repeats, args.clock), ""
+        for r in rows:
+            ours, theirs = r["t"]["ours"], r["t"]["torch"]
+            print(f"{r['kind']:5} {str(tuple(r['shape'])):>20} {threads:>3} {r['pass']:>8} {ours * 1e3:9.2f} "
+                  f"{theirs * 1e3:9.2f} {theirs / ours:6.2f}{note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,17 @@ def round_robin_medians(fns, repeats, clock="wall", warmup=1):
     return tuple(statistics.median(t) for t in ts)
 
 
+PEERS = ("ours", "torch")
+
+
+def timed(pair, libs, repeats, clock="wall", warmup=2):
+    """(ours, torch) medians of the pair of callables, round-robin as above;
+    None for a library not in ``libs`` (a worker of run_isolated times one)."""
+    fns = [fn for lib, fn in zip(PEERS, pair) if lib in libs]
+    t = iter(round_robin_medians(fns, repeats, clock, warmup))
+    return tuple(next(t) if lib in libs else None for lib in PEERS)
+
+
 def run_isolated(cmd, libs, rounds, env=None):
     """Runs ``cmd + ["--only", lib]`` for every lib, ``rounds`` times in turn.
     Each run prints JSON rows, one per case, with the lib's seconds in
