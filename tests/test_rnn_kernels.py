@@ -277,3 +277,42 @@ def test_threaded_cell_matches_one_thread(kind):
     np.testing.assert_allclose(g2, g1, atol=1e-5)
     for a, b in zip(p2, p1):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+TEAM_CASES = [  # (T, B, I, H, kw): the 2-thread sequence team (rnn_kernels.cpp) against one thread
+    (9, 60, 40, 100, dict(bidirectional=True)),  # reverse direction in chunks of 4 steps, uneven split
+    (2, 250, 8, 48, dict()),                     # B above the packed GEMM's rows: projection up front
+    (9, 7, 700, 64, dict(num_layers=2)),         # I above KC: packed W_ih slices of several K blocks
+]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("case", TEAM_CASES, ids=["bidir", "b250", "i700"])
+def test_sequence_team_matches_one_thread(kind, case):
+    T_, B_, I_, H_, kw = case
+    rng = np.random.default_rng(5)
+    m = (nn.LSTM if kind == "lstm" else nn.GRU)(I_, H_, generator=2, **kw)
+    d = 2 if kw.get("bidirectional") else 1
+    L = kw.get("num_layers", 1) * d
+    x, go = _r(rng, T_, B_, I_), _r(rng, T_, B_, d * H_)
+    h0 = _r(rng, L, B_, H_)
+    hx = (h0, _r(rng, L, B_, H_)) if kind == "lstm" else h0
+    lengths = rng.integers(1, T_ + 1, B_)
+    before = fl.get_num_threads()
+    res = []
+    try:
+        for n in (1, 2):
+            fl.set_num_threads(n)
+            m.zero_grad()
+            out, hn = m(x, hx, lengths=lengths)
+            gx = m.backward(go)
+            hn = hn if kind == "gru" else hn[0]
+            res.append((out, hn, gx, [p.grad.copy() for p in m.parameters()]))
+    finally:
+        fl.set_num_threads(before)
+    (o1, n1, g1, p1), (o2, n2, g2, p2) = res
+    np.testing.assert_allclose(o2, o1, atol=1e-5)
+    np.testing.assert_allclose(n2, n1, atol=1e-5)
+    np.testing.assert_allclose(g2, g1, atol=1e-4)
+    for a, b in zip(p2, p1):
+        np.testing.assert_allclose(a, b, atol=1e-3, rtol=1e-4)

@@ -2,12 +2,18 @@
 // phases (cpu/rnn/rnn_cell.h) vectorised over the hidden units, and the
 // sequence driver (cpu/rnn/rnn_driver.h) running this build's GEMM.
 //
-// Threads: the GEMMs thread themselves; a cell phase splits the H columns
+// Threads: for float LSTM / torch-GRU sequences of at least ~1 MFLOP per step,
+// one thread team runs the whole sequence (rnn_forward_team / rnn_backward_team:
+// each thread owns a range of gate columns or hidden units, one or two barriers
+// per step instead of a parallel region per GEMM).  Otherwise the generic
+// driver's GEMMs thread themselves, and a cell phase splits the H columns
 // into contiguous ranges (multiples of 16), one per thread, each running all
 // B rows, so every bias / peephole gradient column has a single owner (no
 // reductions) and a row's gates stay in that thread's cache between phases.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
 #include <cstdint>
 #include <type_traits>
 #ifdef _OPENMP
@@ -118,13 +124,233 @@ struct CpuBackend {
   void zero(T* dst, int64_t n) { std::memset(dst, 0, size_t(n) * sizeof(T)); }
 };
 
+// ---- forward with one thread team for the whole sequence (LSTM, torch's GRU; float) -------
+// The generic driver (cpu/rnn/rnn_driver.h) runs each step's GEMM as a parallel region of its
+// own and the cell after it, on one thread below kCellParallelMin: at (T, B, I, H) = (50, 32,
+// 128, 128) the forks, joins and the serial cell were a quarter of the 2-thread forward, which
+// ran slower than torch's.  Here one team lives for the whole sequence.  Each thread owns a
+// contiguous range of the G*H gate columns (whole 32-column GEMM panels): it computes them for
+// the input projection of each chunk of steps and for every step's recurrent product, one GEMM
+// each on its own slices of W_ih and W_hh, packed once.  A barrier, then each thread runs the
+// cell of its range of hidden units (which reads every gate of those units), and a barrier
+// again before the next step's product reads h_t.  (Owning hidden units in every gate instead
+// took G GEMMs per step, each packing h_{t-1} again: slower than the generic path.)
+constexpr int64_t kTeamPanel = 32;  // gate columns per share (one GEMM micro-panel)
+thread_local AlignedBuf tl_team_w[2];  // this thread's slices: W_hh, W_ih
+
+int team_threads(const RnnSeqArgs<float>& a) {
+#ifdef _OPENMP
+  if (a.cell == RnnCell::gru_cho || omp_in_parallel() || a.T <= 0 || a.B <= 0 || a.H < 16) return 1;
+  // below ~1 MFLOP per step the generic path's single thread is as fast
+  if (2.0 * double(a.B) * double(rnn_gate_count(a.cell) * a.H) * double(a.H + a.I) < 1.0e6) return 1;
+  return int(std::min<int64_t>(configured_threads(), (a.H + 15) / 16));
+#else
+  (void)a;
+  return 1;
+#endif
+}
+
+void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
+  using rnn_detail::mm;
+  using rnn_detail::with_packed_b;
+  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
+  const bool lstm = a.cell == RnnCell::lstm;
+  const int64_t first = a.reverse ? T_ : 0, last = a.reverse ? 0 : T_;
+  if (a.h0) std::memcpy(a.hs + first * BH, a.h0, size_t(BH) * sizeof(float));
+  else std::memset(a.hs + first * BH, 0, size_t(BH) * sizeof(float));
+  if (lstm) {
+    if (a.c0) std::memcpy(a.aux + first * BH, a.c0, size_t(BH) * sizeof(float));
+    else std::memset(a.aux + first * BH, 0, size_t(BH) * sizeof(float));
+  }
+  const int64_t rows_max = kernels().sgemm_packed_max_m();
+  const int64_t chunk = rows_max >= B ? std::min(T_, rows_max / B) : 0;  // steps per projection chunk
+  // without chunks (B above the packed GEMM's rows): the whole projection first, by the GEMM's own team
+  if (chunk == 0) kernels().sgemm(mm<float>(T_ * B, GH, I, a.x, I, false, a.w_ih, I, true, a.gates, GH, 0.0f, a.b_ih));
+  const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd);
+  const int64_t panels = (GH + kTeamPanel - 1) / kTeamPanel, blocks16 = (H + 15) / 16;
+  float* prod = lstm ? nullptr : a.work;  // where the recurrent product goes: the gates (LSTM) or gh (GRU)
+  std::exception_ptr err = nullptr;
+  std::atomic<bool> failed{false};
+#pragma omp parallel num_threads(nt)
+  {
+    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+    // gate columns [c0, c1) for the products, hidden units [j0, j1) for the cell
+    const int64_t c0 = std::min(GH, panels * k / n * kTeamPanel), c1 = std::min(GH, panels * (k + 1) / n * kTeamPanel);
+    const int64_t j0 = std::min(H, blocks16 * k / n * 16), j1 = std::min(H, blocks16 * (k + 1) / n * 16);
+    const int64_t nc = c1 - c0;
+    const float* pwh = nullptr;
+    const float* pwi = nullptr;
+    auto guard = [&](auto&& fn) {  // no exception may leave the region, and every thread meets every barrier
+      if (failed.load(std::memory_order_relaxed)) return;
+      try {
+        fn();
+      } catch (...) {
+        if (!failed.exchange(true)) err = std::current_exception();
+      }
+    };
+    auto pack = [&](int slot, const GemmArgs<float>& w) -> const float* {
+      const int64_t sz = kernels().sgemm_packed_b_size(w);
+      if (sz <= 0) return nullptr;
+      float* d = tl_team_w[slot].get(size_t(sz));
+      kernels().sgemm_pack_b(w, d);
+      return d;
+    };
+    if (nc > 0) guard([&] {  // this thread's slices of the weights, packed once
+      pwh = pack(0, mm<float>(B, nc, H, nullptr, H, false, a.w_hh + c0 * H, H, true, nullptr, GH, 1.0f));
+      if (chunk > 0 && I > 0)
+        pwi = pack(1, mm<float>(chunk * B, nc, I, nullptr, I, false, a.w_ih + c0 * I, I, true, nullptr, GH, 0.0f));
+    });
+    RnnCellArgs<float> c;
+    c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.ldy = a.ldy;
+    c.phase = lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd;
+    c.gh = a.work; c.ldgh = GH;
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = a.reverse ? T_ - 1 - s : s;
+      const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
+      float* gt = a.gates + t * B * GH;
+      const float* hp = a.hs + prev * BH;
+      if (nc > 0) guard([&] {
+        if (chunk > 0 && s % chunk == 0) {  // this thread's columns of the chunk's projection
+          const int64_t m = std::min(chunk, T_ - s), t_lo = a.reverse ? T_ - s - m : s;
+          kernels().sgemm(with_packed_b(mm<float>(m * B, nc, I, a.x + t_lo * B * I, I, false, a.w_ih + c0 * I, I,
+                                                  true, a.gates + t_lo * B * GH + c0, GH, 0.0f,
+                                                  a.b_ih ? a.b_ih + c0 : nullptr),
+                                        pwi));
+        }
+        kernels().sgemm(with_packed_b(mm<float>(B, nc, H, hp, H, false, a.w_hh + c0 * H, H, true,
+                                                (lstm ? gt : prod) + c0, GH, lstm ? 1.0f : 0.0f,
+                                                a.b_hh ? a.b_hh + c0 : nullptr),
+                                      pwh));
+      });
+#pragma omp barrier
+      if (j1 > j0) guard([&] {
+        c.t = t; c.gates = gt; c.h_prev = hp; c.h = a.hs + cur * BH;
+        c.y = a.y ? a.y + t * B * a.ldy : nullptr;
+        c.c_prev = a.aux + prev * BH;
+        c.c = a.aux + cur * BH;
+        if (!lstm) c.aux = a.aux + t * BH;
+        cell_fn(c, j0, j1);
+      });
+#pragma omp barrier
+    }
+  }
+  if (err) std::rethrow_exception(err);
+  if (a.h_n) std::memcpy(a.h_n, a.hs + last * BH, size_t(BH) * sizeof(float));
+  if (lstm && a.c_n) std::memcpy(a.c_n, a.aux + last * BH, size_t(BH) * sizeof(float));
+}
+
+// Backward with one team (see above): each thread owns hidden units [j0, j1).  Per step it
+// runs the cell backward of its units (which reads dh of just those units and writes their
+// gate gradients), a barrier, then dh_{t-1}[:, j0:j1] += dgates_t W_hh[:, j0:j1] from its own
+// packed column slice of W_hh -- which the next step's cell of the same units reads, so one
+// barrier per step.  The bias and peephole sums are per unit: each has a single owner.  The
+// large products after the loop (dX, dW_ih, dW_hh) run as the generic driver's, threaded by
+// the GEMM itself.
+void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
+  using rnn_detail::mm;
+  using rnn_detail::with_packed_b;
+  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
+  const bool lstm = a.cell == RnnCell::lstm;
+  if (a.dh_n) std::memcpy(a.dh0, a.dh_n, size_t(BH) * sizeof(float));
+  else std::memset(a.dh0, 0, size_t(BH) * sizeof(float));
+  if (lstm) {
+    if (a.dc_n) std::memcpy(a.dc0, a.dc_n, size_t(BH) * sizeof(float));
+    else std::memset(a.dc0, 0, size_t(BH) * sizeof(float));
+  }
+  const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd);
+  const int64_t blocks16 = (H + 15) / 16;
+  std::exception_ptr err = nullptr;
+  std::atomic<bool> failed{false};
+#pragma omp parallel num_threads(nt)
+  {
+    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t j0 = std::min(H, blocks16 * k / n * 16), j1 = std::min(H, blocks16 * (k + 1) / n * 16);
+    const int64_t nj = j1 - j0;
+    const int64_t K0 = lstm ? GH : 2 * H;  // the gate rows of W_hh whose gradients the gates hold
+    const float* pw0 = nullptr;
+    const float* pw1 = nullptr;
+    auto guard = [&](auto&& fn) {  // as in the forward
+      if (failed.load(std::memory_order_relaxed)) return;
+      try {
+        fn();
+      } catch (...) {
+        if (!failed.exchange(true)) err = std::current_exception();
+      }
+    };
+    auto pack = [&](int slot, const GemmArgs<float>& w) -> const float* {
+      const int64_t sz = kernels().sgemm_packed_b_size(w);
+      if (sz <= 0) return nullptr;
+      float* d = tl_team_w[slot].get(size_t(sz));
+      kernels().sgemm_pack_b(w, d);
+      return d;
+    };
+    if (nj > 0) guard([&] {
+      pw0 = pack(0, mm<float>(B, nj, K0, nullptr, GH, false, a.w_hh + j0, H, false, nullptr, H, 1.0f));
+      if (!lstm) pw1 = pack(1, mm<float>(B, nj, H, nullptr, H, false, a.w_hh + 2 * H * H + j0, H, false, nullptr, H,
+                                          1.0f));
+    });
+    RnnCellArgs<float> c;
+    c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.lddy = a.lddy;
+    c.dh = a.dh0; c.dc = a.dc0; c.db_ih = a.db_ih; c.db_hh = a.db_hh; c.dpeep = a.dpeep;
+    c.phase = lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd;
+    for (int64_t s = T_ - 1; s >= 0; --s) {
+      const int64_t t = a.reverse ? T_ - 1 - s : s;
+      const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
+      float* gt = a.gates + t * B * GH;
+      if (nj > 0) guard([&] {
+        c.t = t; c.gates = gt; c.h_prev = a.hs + prev * BH;
+        c.dy = a.dy ? a.dy + t * B * a.lddy : nullptr;
+        c.c_prev = a.aux + prev * BH;
+        c.c = a.aux + cur * BH;
+        if (!lstm) c.aux = a.aux + t * BH;
+        cell_fn(c, j0, j1);
+      });
+#pragma omp barrier
+      if (nj > 0) guard([&] {  // dh_{t-1} of its units: every gate gradient of the step times its W_hh columns
+        kernels().sgemm(
+            with_packed_b(mm<float>(B, nj, K0, gt, GH, false, a.w_hh + j0, H, false, a.dh0 + j0, H, 1.0f), pw0));
+        if (!lstm)
+          kernels().sgemm(with_packed_b(mm<float>(B, nj, H, a.aux + t * BH, H, false, a.w_hh + 2 * H * H + j0, H,
+                                                  false, a.dh0 + j0, H, 1.0f),
+                                        pw1));
+      });
+    }
+  }
+  if (err) std::rethrow_exception(err);
+  const int64_t TB = T_ * B;
+  const float* hprev = a.hs + (a.reverse ? BH : 0);  // as in rnn_seq_backward
+  auto gemm = [](const GemmArgs<float>& g) { kernels().sgemm(g); };
+  if (I > 0) gemm(mm<float>(TB, I, GH, a.gates, GH, false, a.w_ih, I, false, a.dx, I, a.dx_accumulate ? 1.0f : 0.0f));
+  gemm(mm<float>(GH, I, TB, a.gates, GH, true, a.x, I, false, a.dw_ih, I, 1.0f));
+  if (lstm) {
+    gemm(mm<float>(GH, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
+  } else {
+    gemm(mm<float>(2 * H, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
+    gemm(mm<float>(H, H, TB, a.aux, H, true, hprev, H, false, a.dw_hh + 2 * H * H, H, 1.0f));
+  }
+}
+
 template <class T>
 void rnn_forward(const RnnSeqArgs<T>& a) {
+  if constexpr (std::is_same<T, float>::value) {
+    const int nt = team_threads(a);
+    if (nt > 1) {
+      rnn_forward_team(a, nt);
+      return;
+    }
+  }
   CpuBackend<T> be;
   rnn_seq_forward<T>(a, be);
 }
 template <class T>
 void rnn_backward(const RnnSeqArgs<T>& a) {
+  if constexpr (std::is_same<T, float>::value) {
+    const int nt = team_threads(a);
+    if (nt > 1 && a.B > 0) {
+      rnn_backward_team(a, nt);
+      return;
+    }
+  }
   CpuBackend<T> be;
   rnn_seq_backward<T>(a, be);
 }
