@@ -261,22 +261,28 @@ def test_threaded_cell_matches_one_thread(kind):
     x = _r(rng, T_, B_, I_)
     go = _r(rng, T_, B_, H_)
     lengths = rng.integers(1, T_ + 1, B_)
+    (o1, _, g1, p1), (o2, _, g2, p2) = _at_one_and_two_threads(m, x, None, go, lengths)
+    np.testing.assert_allclose(o2, o1, atol=1e-6)
+    np.testing.assert_allclose(g2, g1, atol=1e-5)
+    for a, b in zip(p2, p1):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def _at_one_and_two_threads(m, x, hx, go, lengths):
+    """(output, h_n, input gradient, parameter gradients) of a forward + backward at 1, then 2 threads."""
     before = fl.get_num_threads()
     res = []
     try:
         for n in (1, 2):
             fl.set_num_threads(n)
             m.zero_grad()
-            out, _ = m(x, lengths=lengths)
+            out, hn = m(x, hx, lengths=lengths)
             gx = m.backward(go)
-            res.append((out, gx, [p.grad.copy() for p in m.parameters()]))
+            hn = hn[0] if isinstance(hn, tuple) else hn
+            res.append((out, hn, gx, [p.grad.copy() for p in m.parameters()]))
     finally:
         fl.set_num_threads(before)
-    (o1, g1, p1), (o2, g2, p2) = res
-    np.testing.assert_allclose(o2, o1, atol=1e-6)
-    np.testing.assert_allclose(g2, g1, atol=1e-5)
-    for a, b in zip(p2, p1):
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+    return res
 
 
 TEAM_CASES = [  # (T, B, I, H, kw): the 2-thread sequence team (rnn_kernels.cpp) against one thread
@@ -298,19 +304,7 @@ def test_sequence_team_matches_one_thread(kind, case):
     h0 = _r(rng, L, B_, H_)
     hx = (h0, _r(rng, L, B_, H_)) if kind == "lstm" else h0
     lengths = rng.integers(1, T_ + 1, B_)
-    before = fl.get_num_threads()
-    res = []
-    try:
-        for n in (1, 2):
-            fl.set_num_threads(n)
-            m.zero_grad()
-            out, hn = m(x, hx, lengths=lengths)
-            gx = m.backward(go)
-            hn = hn if kind == "gru" else hn[0]
-            res.append((out, hn, gx, [p.grad.copy() for p in m.parameters()]))
-    finally:
-        fl.set_num_threads(before)
-    (o1, n1, g1, p1), (o2, n2, g2, p2) = res
+    (o1, n1, g1, p1), (o2, n2, g2, p2) = _at_one_and_two_threads(m, x, hx, go, lengths)
     np.testing.assert_allclose(o2, o1, atol=1e-5)
     np.testing.assert_allclose(n2, n1, atol=1e-5)
     np.testing.assert_allclose(g2, g1, atol=1e-4)

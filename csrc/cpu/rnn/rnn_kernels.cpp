@@ -150,6 +150,35 @@ int team_threads(const RnnSeqArgs<float>& a) {
 #endif
 }
 
+// Runs fn, keeping the first exception for the caller: none may leave an OpenMP region, and
+// every thread must still meet every barrier (after a failure the others skip their work).
+struct TeamGuard {
+  std::exception_ptr err = nullptr;
+  std::atomic<bool> failed{false};
+  template <class Fn>
+  void operator()(Fn&& fn) {
+    if (failed.load(std::memory_order_relaxed)) return;
+    try {
+      fn();
+    } catch (...) {
+      if (!failed.exchange(true)) err = std::current_exception();
+    }
+  }
+  void rethrow() {
+    if (err) std::rethrow_exception(err);
+  }
+};
+
+// op(B) of `w` packed into this thread's buffer tl_team_w[slot], or null where the GEMM would
+// not read a packed B.
+const float* team_pack_b(int slot, const GemmArgs<float>& w) {
+  const int64_t sz = kernels().sgemm_packed_b_size(w);
+  if (sz <= 0) return nullptr;
+  float* d = tl_team_w[slot].get(size_t(sz));
+  kernels().sgemm_pack_b(w, d);
+  return d;
+}
+
 void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
   using rnn_detail::mm;
   using rnn_detail::with_packed_b;
@@ -169,8 +198,7 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd);
   const int64_t panels = (GH + kTeamPanel - 1) / kTeamPanel, blocks16 = (H + 15) / 16;
   float* prod = lstm ? nullptr : a.work;  // where the recurrent product goes: the gates (LSTM) or gh (GRU)
-  std::exception_ptr err = nullptr;
-  std::atomic<bool> failed{false};
+  TeamGuard guard;
 #pragma omp parallel num_threads(nt)
   {
     const int k = omp_get_thread_num(), n = omp_get_num_threads();
@@ -180,25 +208,10 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
     const int64_t nc = c1 - c0;
     const float* pwh = nullptr;
     const float* pwi = nullptr;
-    auto guard = [&](auto&& fn) {  // no exception may leave the region, and every thread meets every barrier
-      if (failed.load(std::memory_order_relaxed)) return;
-      try {
-        fn();
-      } catch (...) {
-        if (!failed.exchange(true)) err = std::current_exception();
-      }
-    };
-    auto pack = [&](int slot, const GemmArgs<float>& w) -> const float* {
-      const int64_t sz = kernels().sgemm_packed_b_size(w);
-      if (sz <= 0) return nullptr;
-      float* d = tl_team_w[slot].get(size_t(sz));
-      kernels().sgemm_pack_b(w, d);
-      return d;
-    };
     if (nc > 0) guard([&] {  // this thread's slices of the weights, packed once
-      pwh = pack(0, mm<float>(B, nc, H, nullptr, H, false, a.w_hh + c0 * H, H, true, nullptr, GH, 1.0f));
+      pwh = team_pack_b(0, mm<float>(B, nc, H, nullptr, H, false, a.w_hh + c0 * H, H, true, nullptr, GH, 1.0f));
       if (chunk > 0 && I > 0)
-        pwi = pack(1, mm<float>(chunk * B, nc, I, nullptr, I, false, a.w_ih + c0 * I, I, true, nullptr, GH, 0.0f));
+        pwi = team_pack_b(1, mm<float>(chunk * B, nc, I, nullptr, I, false, a.w_ih + c0 * I, I, true, nullptr, GH, 0.0f));
     });
     RnnCellArgs<float> c;
     c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.ldy = a.ldy;
@@ -234,7 +247,7 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
 #pragma omp barrier
     }
   }
-  if (err) std::rethrow_exception(err);
+  guard.rethrow();
   if (a.h_n) std::memcpy(a.h_n, a.hs + last * BH, size_t(BH) * sizeof(float));
   if (lstm && a.c_n) std::memcpy(a.c_n, a.aux + last * BH, size_t(BH) * sizeof(float));
 }
@@ -259,8 +272,7 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
   }
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd);
   const int64_t blocks16 = (H + 15) / 16;
-  std::exception_ptr err = nullptr;
-  std::atomic<bool> failed{false};
+  TeamGuard guard;
 #pragma omp parallel num_threads(nt)
   {
     const int k = omp_get_thread_num(), n = omp_get_num_threads();
@@ -269,24 +281,9 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
     const int64_t K0 = lstm ? GH : 2 * H;  // the gate rows of W_hh whose gradients the gates hold
     const float* pw0 = nullptr;
     const float* pw1 = nullptr;
-    auto guard = [&](auto&& fn) {  // as in the forward
-      if (failed.load(std::memory_order_relaxed)) return;
-      try {
-        fn();
-      } catch (...) {
-        if (!failed.exchange(true)) err = std::current_exception();
-      }
-    };
-    auto pack = [&](int slot, const GemmArgs<float>& w) -> const float* {
-      const int64_t sz = kernels().sgemm_packed_b_size(w);
-      if (sz <= 0) return nullptr;
-      float* d = tl_team_w[slot].get(size_t(sz));
-      kernels().sgemm_pack_b(w, d);
-      return d;
-    };
     if (nj > 0) guard([&] {
-      pw0 = pack(0, mm<float>(B, nj, K0, nullptr, GH, false, a.w_hh + j0, H, false, nullptr, H, 1.0f));
-      if (!lstm) pw1 = pack(1, mm<float>(B, nj, H, nullptr, H, false, a.w_hh + 2 * H * H + j0, H, false, nullptr, H,
+      pw0 = team_pack_b(0, mm<float>(B, nj, K0, nullptr, GH, false, a.w_hh + j0, H, false, nullptr, H, 1.0f));
+      if (!lstm) pw1 = team_pack_b(1, mm<float>(B, nj, H, nullptr, H, false, a.w_hh + 2 * H * H + j0, H, false, nullptr, H,
                                           1.0f));
     });
     RnnCellArgs<float> c;
@@ -316,7 +313,7 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
       });
     }
   }
-  if (err) std::rethrow_exception(err);
+  guard.rethrow();
   const int64_t TB = T_ * B;
   const float* hprev = a.hs + (a.reverse ? BH : 0);  // as in rnn_seq_backward
   auto gemm = [](const GemmArgs<float>& g) { kernels().sgemm(g); };
