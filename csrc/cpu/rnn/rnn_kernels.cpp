@@ -179,18 +179,51 @@ const float* team_pack_b(int slot, const GemmArgs<float>& w) {
   return d;
 }
 
+// What the teams do before and after their loops, as the generic driver does: the initial
+// state into its slot; h_n (and c_n) out; after the backward loop the large products dX =
+// dgates W_ih, dW_ih += dgates^T X, dW_hh += dgates^T H_prev, threaded by the GEMM itself.
+void team_initial_states(const RnnSeqArgs<float>& a) {
+  const int64_t BH = a.B * a.H, first = a.reverse ? a.T : 0;
+  if (a.h0) std::memcpy(a.hs + first * BH, a.h0, size_t(BH) * sizeof(float));
+  else std::memset(a.hs + first * BH, 0, size_t(BH) * sizeof(float));
+  if (a.cell == RnnCell::lstm) {
+    if (a.c0) std::memcpy(a.aux + first * BH, a.c0, size_t(BH) * sizeof(float));
+    else std::memset(a.aux + first * BH, 0, size_t(BH) * sizeof(float));
+  }
+}
+void team_final_states(const RnnSeqArgs<float>& a) {
+  const int64_t BH = a.B * a.H, last = a.reverse ? 0 : a.T;
+  if (a.h_n) std::memcpy(a.h_n, a.hs + last * BH, size_t(BH) * sizeof(float));
+  if (a.cell == RnnCell::lstm && a.c_n) std::memcpy(a.c_n, a.aux + last * BH, size_t(BH) * sizeof(float));
+}
+void team_initial_grads(const RnnSeqArgs<float>& a) {  // the running state gradients live in dh0 / dc0
+  const size_t bytes = size_t(a.B * a.H) * sizeof(float);
+  if (a.dh_n) std::memcpy(a.dh0, a.dh_n, bytes); else std::memset(a.dh0, 0, bytes);
+  if (a.cell == RnnCell::lstm) {
+    if (a.dc_n) std::memcpy(a.dc0, a.dc_n, bytes); else std::memset(a.dc0, 0, bytes);
+  }
+}
+void team_input_and_weight_grads(const RnnSeqArgs<float>& a) {
+  using rnn_detail::mm;
+  const int64_t H = a.H, I = a.I, GH = rnn_gate_count(a.cell) * H, BH = a.B * H, TB = a.T * a.B;
+  const float* hprev = a.hs + (a.reverse ? BH : 0);  // the states that multiplied W_hh, in time order
+  auto gemm = [](const GemmArgs<float>& g) { kernels().sgemm(g); };
+  if (I > 0) gemm(mm<float>(TB, I, GH, a.gates, GH, false, a.w_ih, I, false, a.dx, I, a.dx_accumulate ? 1.0f : 0.0f));
+  gemm(mm<float>(GH, I, TB, a.gates, GH, true, a.x, I, false, a.dw_ih, I, 1.0f));
+  if (a.cell == RnnCell::lstm) {
+    gemm(mm<float>(GH, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
+  } else {
+    gemm(mm<float>(2 * H, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
+    gemm(mm<float>(H, H, TB, a.aux, H, true, hprev, H, false, a.dw_hh + 2 * H * H, H, 1.0f));
+  }
+}
+
 void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
   using rnn_detail::mm;
   using rnn_detail::with_packed_b;
   const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
   const bool lstm = a.cell == RnnCell::lstm;
-  const int64_t first = a.reverse ? T_ : 0, last = a.reverse ? 0 : T_;
-  if (a.h0) std::memcpy(a.hs + first * BH, a.h0, size_t(BH) * sizeof(float));
-  else std::memset(a.hs + first * BH, 0, size_t(BH) * sizeof(float));
-  if (lstm) {
-    if (a.c0) std::memcpy(a.aux + first * BH, a.c0, size_t(BH) * sizeof(float));
-    else std::memset(a.aux + first * BH, 0, size_t(BH) * sizeof(float));
-  }
+  team_initial_states(a);
   const int64_t rows_max = kernels().sgemm_packed_max_m();
   const int64_t chunk = rows_max >= B ? std::min(T_, rows_max / B) : 0;  // steps per projection chunk
   // without chunks (B above the packed GEMM's rows): the whole projection first, by the GEMM's own team
@@ -248,8 +281,7 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
     }
   }
   guard.rethrow();
-  if (a.h_n) std::memcpy(a.h_n, a.hs + last * BH, size_t(BH) * sizeof(float));
-  if (lstm && a.c_n) std::memcpy(a.c_n, a.aux + last * BH, size_t(BH) * sizeof(float));
+  team_final_states(a);
 }
 
 // Backward with one team (see above): each thread owns hidden units [j0, j1).  Per step it
@@ -262,14 +294,9 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
 void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
   using rnn_detail::mm;
   using rnn_detail::with_packed_b;
-  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
+  const int64_t T_ = a.T, B = a.B, H = a.H, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
   const bool lstm = a.cell == RnnCell::lstm;
-  if (a.dh_n) std::memcpy(a.dh0, a.dh_n, size_t(BH) * sizeof(float));
-  else std::memset(a.dh0, 0, size_t(BH) * sizeof(float));
-  if (lstm) {
-    if (a.dc_n) std::memcpy(a.dc0, a.dc_n, size_t(BH) * sizeof(float));
-    else std::memset(a.dc0, 0, size_t(BH) * sizeof(float));
-  }
+  team_initial_grads(a);
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd);
   const int64_t blocks16 = (H + 15) / 16;
   TeamGuard guard;
@@ -314,17 +341,7 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
     }
   }
   guard.rethrow();
-  const int64_t TB = T_ * B;
-  const float* hprev = a.hs + (a.reverse ? BH : 0);  // as in rnn_seq_backward
-  auto gemm = [](const GemmArgs<float>& g) { kernels().sgemm(g); };
-  if (I > 0) gemm(mm<float>(TB, I, GH, a.gates, GH, false, a.w_ih, I, false, a.dx, I, a.dx_accumulate ? 1.0f : 0.0f));
-  gemm(mm<float>(GH, I, TB, a.gates, GH, true, a.x, I, false, a.dw_ih, I, 1.0f));
-  if (lstm) {
-    gemm(mm<float>(GH, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
-  } else {
-    gemm(mm<float>(2 * H, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
-    gemm(mm<float>(H, H, TB, a.aux, H, true, hprev, H, false, a.dw_hh + 2 * H * H, H, 1.0f));
-  }
+  team_input_and_weight_grads(a);
 }
 
 template <class T>
