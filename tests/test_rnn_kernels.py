@@ -285,15 +285,17 @@ def _at_one_and_two_threads(m, x, hx, go, lengths):
     return res
 
 
-TEAM_CASES = [  # (T, B, I, H, kw): the 2-thread sequence team (rnn_kernels.cpp) against one thread
-    (9, 60, 40, 100, dict(bidirectional=True)),  # reverse direction in chunks of 4 steps, uneven split
-    (2, 250, 8, 48, dict()),                     # B above the packed GEMM's rows: projection up front
-    (9, 7, 700, 64, dict(num_layers=2)),         # I above KC: packed W_ih slices of several K blocks
+TEAM_CASES = [  # (T, B, I, H, kw): the 2-thread sequence teams (rnn_kernels.cpp) against one thread
+    (9, 60, 40, 300, dict(bidirectional=True)),  # column team: reverse direction in chunks of 4 steps
+    (2, 250, 8, 48, dict()),                     # column team, B above the packed GEMM's rows
+    (9, 7, 700, 64, dict(num_layers=2)),         # column team, I above KC: W_ih slices of several K blocks
+    (9, 60, 40, 100, dict(bidirectional=True)),  # batch-row team (weights in L2), both directions
+    (5, 19, 30, 100, dict()),                    # batch-row team, odd rows per thread
 ]
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("case", TEAM_CASES, ids=["bidir", "b250", "i700"])
+@pytest.mark.parametrize("case", TEAM_CASES, ids=["cols-bidir", "cols-b250", "cols-i700", "rows-bidir", "rows-odd"])
 def test_sequence_team_matches_one_thread(kind, case):
     T_, B_, I_, H_, kw = case
     rng = np.random.default_rng(5)

@@ -16,6 +16,7 @@
 #include <exception>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -344,11 +345,153 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
   team_input_and_weight_grads(a);
 }
 
+// ---- small layers: a team over the batch rows ---------------------------------------------------
+// Batch rows never meet in the recurrence: row b of every step's gates needs only row b of
+// h_{t-1}.  Where both weights, packed, stay in each core's L2 (kRowsTeamWeightBytes), each
+// thread runs the whole sequence for its own rows with single-thread GEMMs on the shared packed
+// weights and the cell of its rows: no barrier at all, and nothing a thread reads was written
+// by another.  The bias / peephole gradient sums go to per-thread partials, added at the end.
+// (The column team above needs two barriers per forward step, and each unit's gates come from
+// both cores: at (50, 32, 128, 128) its cell ran twice as slow as on one thread.)
+constexpr int64_t kRowsTeamWeightBytes = int64_t(1) << 20;
+constexpr int64_t kRowsTeamMinRows = 8;  // rows per thread at least
+
+int rows_team_threads(const RnnSeqArgs<float>& a) {
+#ifdef _OPENMP
+  if (a.cell == RnnCell::gru_cho || omp_in_parallel() || a.T <= 0 || a.B <= 0) return 1;
+  const int64_t GH = rnn_gate_count(a.cell) * a.H;
+  if (GH * (a.H + a.I) * int64_t(sizeof(float)) > kRowsTeamWeightBytes) return 1;
+  if (a.B > kernels().sgemm_packed_max_m()) return 1;  // (the row blocks must read packed weights)
+  if (2.0 * double(a.B) * double(GH) * double(a.H + a.I) < 1.0e6) return 1;  // as team_threads
+  return int(std::min<int64_t>(configured_threads(), a.B / kRowsTeamMinRows));
+#else
+  (void)a;
+  return 1;
+#endif
+}
+
+// The cell arguments of rows [b0, b0 + nb) of step t: every [B, *] array offset to row b0.
+RnnCellArgs<float> rows_cell(const RnnSeqArgs<float>& a, RnnCellArgs<float> c, int64_t t, int64_t b0, int64_t nb) {
+  const int64_t H = a.H, GH = rnn_gate_count(a.cell) * H, BH = a.B * H;
+  const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
+  c.B = nb;
+  c.t = t;
+  c.gates = a.gates + (t * a.B + b0) * GH;
+  c.h_prev = a.hs + prev * BH + b0 * H;
+  c.h = a.hs + cur * BH + b0 * H;
+  c.lengths = a.lengths ? a.lengths + b0 : nullptr;
+  if (a.cell == RnnCell::lstm) {
+    c.c_prev = a.aux + prev * BH + b0 * H;
+    c.c = a.aux + cur * BH + b0 * H;
+  } else {
+    c.aux = a.aux + t * BH + b0 * H;
+    c.gh = a.work + b0 * GH;
+  }
+  return c;
+}
+
+void rnn_forward_rows(const RnnSeqArgs<float>& a, int nt) {
+  using rnn_detail::mm;
+  using rnn_detail::with_packed_b;
+  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, GH = rnn_gate_count(a.cell) * H, BH = B * H;
+  const bool lstm = a.cell == RnnCell::lstm;
+  team_initial_states(a);
+  // the weights packed once, by this thread, for every row block (the packing ignores M)
+  const float* pwh = team_pack_b(0, mm<float>(B, GH, H, nullptr, H, false, a.w_hh, H, true, nullptr, GH, 1.0f));
+  const float* pwi =
+      I > 0 ? team_pack_b(1, mm<float>(B, GH, I, nullptr, I, false, a.w_ih, I, true, nullptr, GH, 0.0f)) : nullptr;
+  const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd);
+  TeamGuard guard;
+#pragma omp parallel num_threads(nt)
+  {
+    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t b0 = B * k / n, nb = B * (k + 1) / n - b0;
+    RnnCellArgs<float> c0;
+    c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.ldy = a.ldy; c0.ldgh = GH;
+    c0.phase = lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd;
+    if (nb > 0) guard([&] {
+      for (int64_t s = 0; s < T_; ++s) {
+        const int64_t t = a.reverse ? T_ - 1 - s : s;
+        const int64_t prev = a.reverse ? t + 1 : t;
+        float* gt = a.gates + (t * B + b0) * GH;
+        kernels().sgemm(with_packed_b(mm<float>(nb, GH, I, a.x + (t * B + b0) * I, I, false, a.w_ih, I, true, gt,
+                                                GH, 0.0f, a.b_ih),
+                                      pwi));  // (I = 0: just the bias, as the generic driver)
+        kernels().sgemm(with_packed_b(mm<float>(nb, GH, H, a.hs + prev * BH + b0 * H, H, false, a.w_hh, H, true,
+                                                lstm ? gt : a.work + b0 * GH, GH, lstm ? 1.0f : 0.0f, a.b_hh),
+                                      pwh));
+        RnnCellArgs<float> c = rows_cell(a, c0, t, b0, nb);
+        c.y = a.y ? a.y + (t * B + b0) * a.ldy : nullptr;
+        cell_fn(c, 0, H);
+      }
+    });
+  }
+  guard.rethrow();
+  team_final_states(a);
+}
+
+void rnn_backward_rows(const RnnSeqArgs<float>& a, int nt) {
+  using rnn_detail::mm;
+  using rnn_detail::with_packed_b;
+  const int64_t T_ = a.T, B = a.B, H = a.H, GH = rnn_gate_count(a.cell) * H, BH = B * H;
+  const bool lstm = a.cell == RnnCell::lstm;
+  const int64_t K0 = lstm ? GH : 2 * H;  // the gate rows of W_hh whose gradients the gates hold
+  team_initial_grads(a);
+  const float* pw0 = team_pack_b(0, mm<float>(B, H, K0, nullptr, GH, false, a.w_hh, H, false, nullptr, H, 1.0f));
+  const float* pw1 =
+      lstm ? nullptr : team_pack_b(1, mm<float>(B, H, H, nullptr, H, false, a.w_hh + 2 * H * H, H, false, nullptr, H, 1.0f));
+  const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd);
+  // per-thread partial sums of the bias / peephole gradients: [db_ih GH | db_hh GH | dpeep 3H]
+  const int64_t psz = 2 * GH + 3 * H;
+  std::vector<float> partial(size_t(nt * psz), 0.0f);
+  TeamGuard guard;
+#pragma omp parallel num_threads(nt)
+  {
+    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+    const int64_t b0 = B * k / n, nb = B * (k + 1) / n - b0;
+    float* mine = partial.data() + k * psz;
+    RnnCellArgs<float> c0;
+    c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.lddy = a.lddy;
+    c0.phase = lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd;
+    c0.dh = a.dh0 + b0 * H;
+    c0.dc = lstm ? a.dc0 + b0 * H : nullptr;
+    c0.db_ih = a.db_ih ? mine : nullptr;
+    c0.db_hh = a.db_hh ? mine + GH : nullptr;
+    c0.dpeep = a.dpeep ? mine + 2 * GH : nullptr;
+    if (nb > 0) guard([&] {
+      for (int64_t s = T_ - 1; s >= 0; --s) {
+        const int64_t t = a.reverse ? T_ - 1 - s : s;
+        RnnCellArgs<float> c = rows_cell(a, c0, t, b0, nb);
+        c.dy = a.dy ? a.dy + (t * B + b0) * a.lddy : nullptr;
+        cell_fn(c, 0, H);
+        kernels().sgemm(with_packed_b(mm<float>(nb, H, K0, c.gates, GH, false, a.w_hh, H, false, c0.dh, H, 1.0f), pw0));
+        if (!lstm)
+          kernels().sgemm(with_packed_b(
+              mm<float>(nb, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, false, c0.dh, H, 1.0f), pw1));
+      }
+    });
+  }
+  guard.rethrow();
+  for (int k = 0; k < nt; ++k) {  // the partial sums, in thread order (deterministic)
+    const float* p = partial.data() + k * psz;
+    for (int64_t i = 0; i < GH; ++i) {
+      if (a.db_ih) a.db_ih[i] += p[i];
+      if (a.db_hh) a.db_hh[i] += p[GH + i];
+    }
+    if (a.dpeep)
+      for (int64_t i = 0; i < 3 * H; ++i) a.dpeep[i] += p[2 * GH + i];
+  }
+  team_input_and_weight_grads(a);
+}
+
 template <class T>
 void rnn_forward(const RnnSeqArgs<T>& a) {
   if constexpr (std::is_same<T, float>::value) {
-    const int nt = team_threads(a);
-    if (nt > 1) {
+    if (const int nr = rows_team_threads(a); nr > 1) {
+      rnn_forward_rows(a, nr);
+      return;
+    }
+    if (const int nt = team_threads(a); nt > 1) {
       rnn_forward_team(a, nt);
       return;
     }
@@ -359,8 +502,11 @@ void rnn_forward(const RnnSeqArgs<T>& a) {
 template <class T>
 void rnn_backward(const RnnSeqArgs<T>& a) {
   if constexpr (std::is_same<T, float>::value) {
-    const int nt = team_threads(a);
-    if (nt > 1 && a.B > 0) {
+    if (const int nr = rows_team_threads(a); nr > 1) {
+      rnn_backward_rows(a, nr);
+      return;
+    }
+    if (const int nt = team_threads(a); nt > 1 && a.B > 0) {
       rnn_backward_team(a, nt);
       return;
     }
