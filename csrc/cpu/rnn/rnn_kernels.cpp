@@ -3,9 +3,10 @@
 // sequence driver (cpu/rnn/rnn_driver.h) running this build's GEMM.
 //
 // Threads: for float LSTM / torch-GRU sequences of at least ~1 MFLOP per step,
-// one thread team runs the whole sequence (rnn_forward_team / rnn_backward_team:
-// each thread owns a range of gate columns or hidden units, one or two barriers
-// per step instead of a parallel region per GEMM).  Otherwise the generic
+// one thread team runs the whole sequence instead of a parallel region per GEMM:
+// over the batch rows where the packed weights fit in L2 (rnn_forward_rows /
+// rnn_backward_rows: no barriers), else over gate columns and hidden units
+// (rnn_forward_team / rnn_backward_team: one or two barriers per step).  Otherwise the generic
 // driver's GEMMs thread themselves, and a cell phase splits the H columns
 // into contiguous ranges (multiples of 16), one per thread, each running all
 // B rows, so every bias / peephole gradient column has a single owner (no
