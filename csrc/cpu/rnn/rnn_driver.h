@@ -48,139 +48,59 @@ GemmArgs<T> with_packed_b(GemmArgs<T> g, const T* packed) {
   g.packed_b = packed;
   return g;
 }
-}  // namespace rnn_detail
 
+// The cell arguments of step t for rows [b0, b0 + nb): every [B, *] array offset to row b0
+// (the whole batch: 0, B).  y / dy and the gradient pointers are the caller's.
+template <class T>
+RnnCellArgs<T> step_cell(const RnnSeqArgs<T>& a, RnnCellArgs<T> c, int64_t t, int64_t b0, int64_t nb) {
+  const int64_t H = a.H, GH = rnn_gate_count(a.cell) * H, BH = a.B * H;
+  const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
+  c.B = nb;
+  c.t = t;
+  c.gates = a.gates + (t * a.B + b0) * GH;
+  c.h_prev = a.hs + prev * BH + b0 * H;
+  c.h = a.hs + cur * BH + b0 * H;
+  c.lengths = a.lengths ? a.lengths + b0 : nullptr;
+  if (a.cell == RnnCell::lstm) {
+    c.c_prev = a.aux + prev * BH + b0 * H;
+    c.c = a.aux + cur * BH + b0 * H;
+  } else {  // the GRUs: q (or r h) of step t; the torch GRU's h-projection in work
+    c.aux = a.aux + t * BH + b0 * H;
+    c.gh = a.work + b0 * GH;
+    c.ldgh = GH;
+  }
+  return c;
+}
+
+// What every sequence driver does before and after its loop (the generic one below and
+// the CPU's thread teams): the initial state into its slot; h_n (and c_n) out; the running
+// state gradients into dh0 / dc0; and after the backward loop the large products
+// dX = dgates W_ih, dW_ih += dgates^T X, dW_hh += dgates^T H_prev.
 template <class T, class Backend>
-void rnn_seq_forward(const RnnSeqArgs<T>& a, Backend& be) {
-  using rnn_detail::mm;
-  const int64_t T_ = a.T, B = a.B, H = a.H, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
-  if (T_ <= 0 || B <= 0) return;
-  // initial state into its slot
-  const int64_t first = a.reverse ? T_ : 0, last = a.reverse ? 0 : T_;
+void initial_states(const RnnSeqArgs<T>& a, Backend& be) {
+  const int64_t BH = a.B * a.H, first = a.reverse ? a.T : 0;
   if (a.h0) be.copy(a.hs + first * BH, a.h0, BH); else be.zero(a.hs + first * BH, BH);
   if (a.cell == RnnCell::lstm) {
     if (a.c0) be.copy(a.aux + first * BH, a.c0, BH); else be.zero(a.aux + first * BH, BH);
   }
-  using rnn_detail::with_packed_b;
-  // input projection, gates = X W_ih^T + b_ih: in chunks of steps that a packed W_ih serves
-  // (computed just before their steps, see the loop), else for every step at once
-  const int64_t rows_max = be.packed_rows_max();
-  int64_t chunk = rows_max >= B ? rows_max / B : 0;
-  const T* pwi = chunk > 0 && chunk < T_
-                     ? be.prepack(2, mm<T>(chunk * B, GH, a.I, nullptr, a.I, false, a.w_ih, a.I, true, nullptr, GH, T(0)))
-                     : nullptr;
-  if (!pwi) be.gemm(mm<T>(T_ * B, GH, a.I, a.x, a.I, false, a.w_ih, a.I, true, a.gates, GH, T(0), a.b_ih));
-
-  // the recurrent weight of every step, packed once (Cho's GRU: its r/z rows and its candidate rows)
-  const bool cho = a.cell == RnnCell::gru_cho;
-  const T* pw0 = be.prepack(0, mm<T>(B, cho ? 2 * H : GH, H, nullptr, H, false, a.w_hh, H, true, nullptr, GH, T(1)));
-  const T* pw1 = cho ? be.prepack(1, mm<T>(B, H, H, nullptr, H, false, a.w_hh + 2 * H * H, H, true, nullptr, GH,
-                                           T(1)))
-                     : nullptr;
-  RnnCellArgs<T> c;
-  c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.ldy = a.ldy;
-  for (int64_t s = 0; s < T_; ++s) {
-    if (pwi && s % chunk == 0) {  // the projection of steps [s, s1): time rows [t_lo, t_lo + n)
-      const int64_t n = std::min(chunk, T_ - s), t_lo = a.reverse ? T_ - s - n : s;
-      be.gemm(with_packed_b(mm<T>(n * B, GH, a.I, a.x + t_lo * B * a.I, a.I, false, a.w_ih, a.I, true,
-                                  a.gates + t_lo * B * GH, GH, T(0), a.b_ih),
-                            pwi));
-    }
-    const int64_t t = a.reverse ? T_ - 1 - s : s;
-    const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
-    T* g = a.gates + t * B * GH;
-    const T* hp = a.hs + prev * BH;
-    c.t = t; c.gates = g; c.h_prev = hp; c.h = a.hs + cur * BH;
-    c.y = a.y ? a.y + t * B * a.ldy : nullptr;
-    switch (a.cell) {
-      case RnnCell::lstm:
-        be.gemm(with_packed_b(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh), pw0));
-        c.phase = RnnPhase::lstm_fwd;
-        c.c_prev = a.aux + prev * BH;
-        c.c = a.aux + cur * BH;
-        be.cell(c);
-        break;
-      case RnnCell::gru:
-        be.gemm(with_packed_b(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, a.work, GH, T(0), a.b_hh), pw0));
-        c.phase = RnnPhase::gru_fwd;
-        c.gh = a.work; c.ldgh = GH;
-        c.aux = a.aux + t * BH;
-        be.cell(c);
-        break;
-      case RnnCell::gru_cho:
-        be.gemm(with_packed_b(mm<T>(B, 2 * H, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh), pw0));
-        c.phase = RnnPhase::cho_fwd1;
-        c.aux = a.aux + t * BH;
-        be.cell(c);
-        be.gemm(with_packed_b(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, true, g + 2 * H, GH, T(1),
-                                    a.b_hh ? a.b_hh + 2 * H : nullptr),
-                              pw1));
-        c.phase = RnnPhase::cho_fwd2;
-        be.cell(c);
-        break;
-    }
-  }
+}
+template <class T, class Backend>
+void final_states(const RnnSeqArgs<T>& a, Backend& be) {
+  const int64_t BH = a.B * a.H, last = a.reverse ? 0 : a.T;
   if (a.h_n) be.copy(a.h_n, a.hs + last * BH, BH);
   if (a.cell == RnnCell::lstm && a.c_n) be.copy(a.c_n, a.aux + last * BH, BH);
 }
-
-// Needs the buffers of the matching forward (gates, hs, aux), which it consumes
-// (gates and, for the torch GRU, aux are overwritten with gradients).
 template <class T, class Backend>
-void rnn_seq_backward(const RnnSeqArgs<T>& a, Backend& be) {
-  using rnn_detail::mm;
-  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
-  const bool lstm = a.cell == RnnCell::lstm;
-  if (B <= 0) return;
-  // running state gradients live in dh0 / dc0
+void initial_grads(const RnnSeqArgs<T>& a, Backend& be) {
+  const int64_t BH = a.B * a.H;
   if (a.dh_n) be.copy(a.dh0, a.dh_n, BH); else be.zero(a.dh0, BH);
-  if (lstm) {
+  if (a.cell == RnnCell::lstm) {
     if (a.dc_n) be.copy(a.dc0, a.dc_n, BH); else be.zero(a.dc0, BH);
   }
-  if (T_ <= 0) return;
-  // W_hh (its first G*H or 2H rows) and, for the GRUs, its candidate rows, packed once for every step
-  using rnn_detail::with_packed_b;
-  const T* pw0 = be.prepack(0, mm<T>(B, H, lstm ? GH : 2 * H, nullptr, GH, false, a.w_hh, H, false, nullptr, H, T(1)));
-  const T* pw1 =
-      lstm ? nullptr : be.prepack(1, mm<T>(B, H, H, nullptr, GH, false, a.w_hh + 2 * H * H, H, false, nullptr, H, T(1)));
-  RnnCellArgs<T> c;
-  c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.lddy = a.lddy;
-  c.dh = a.dh0; c.dc = a.dc0; c.db_ih = a.db_ih; c.db_hh = a.db_hh; c.dpeep = a.dpeep;
-  for (int64_t s = T_ - 1; s >= 0; --s) {
-    const int64_t t = a.reverse ? T_ - 1 - s : s;
-    const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
-    T* g = a.gates + t * B * GH;
-    c.t = t; c.gates = g; c.h_prev = a.hs + prev * BH;
-    c.dy = a.dy ? a.dy + t * B * a.lddy : nullptr;
-    switch (a.cell) {
-      case RnnCell::lstm:
-        c.phase = RnnPhase::lstm_bwd;
-        c.c_prev = a.aux + prev * BH;
-        c.c = a.aux + cur * BH;
-        be.cell(c);
-        be.gemm(with_packed_b(mm<T>(B, H, GH, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
-        break;
-      case RnnCell::gru:
-        c.phase = RnnPhase::gru_bwd;
-        c.aux = a.aux + t * BH;
-        be.cell(c);
-        be.gemm(with_packed_b(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
-        be.gemm(with_packed_b(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, false, a.dh0, H, T(1)), pw1));
-        break;
-      case RnnCell::gru_cho:
-        c.phase = RnnPhase::cho_bwd1;
-        be.cell(c);
-        // d(r h) = dA_n U_n
-        be.gemm(
-            with_packed_b(mm<T>(B, H, H, g + 2 * H, GH, false, a.w_hh + 2 * H * H, H, false, a.work, H, T(0)), pw1));
-        c.phase = RnnPhase::cho_bwd2;
-        c.aux = a.work;
-        be.cell(c);
-        be.gemm(with_packed_b(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
-        break;
-    }
-  }
-  const int64_t TB = T_ * B;
+}
+template <class T, class Backend>
+void input_and_weight_grads(const RnnSeqArgs<T>& a, Backend& be) {
+  const int64_t H = a.H, I = a.I, GH = rnn_gate_count(a.cell) * H, BH = a.B * H, TB = a.T * a.B;
   const T* hprev = a.hs + (a.reverse ? BH : 0);  // the states that multiplied W_hh, in time order
   // dX = dgates W_ih
   if (I > 0) be.gemm(mm<T>(TB, I, GH, a.gates, GH, false, a.w_ih, I, false, a.dx, I, T(a.dx_accumulate ? 1 : 0)));
@@ -200,6 +120,120 @@ void rnn_seq_backward(const RnnSeqArgs<T>& a, Backend& be) {
       be.gemm(mm<T>(H, H, TB, a.gates + 2 * H, GH, true, a.aux, H, false, a.dw_hh + 2 * H * H, H, T(1)));
       break;
   }
+}
+}  // namespace rnn_detail
+
+template <class T, class Backend>
+void rnn_seq_forward(const RnnSeqArgs<T>& a, Backend& be) {
+  using rnn_detail::mm;
+  const int64_t T_ = a.T, B = a.B, H = a.H, G = rnn_gate_count(a.cell), GH = G * H;
+  if (T_ <= 0 || B <= 0) return;
+  rnn_detail::initial_states(a, be);
+  using rnn_detail::with_packed_b;
+  // input projection, gates = X W_ih^T + b_ih: in chunks of steps that a packed W_ih serves
+  // (computed just before their steps, see the loop), else for every step at once
+  const int64_t rows_max = be.packed_rows_max();
+  int64_t chunk = rows_max >= B ? rows_max / B : 0;
+  const T* pwi = chunk > 0 && chunk < T_
+                     ? be.prepack(2, mm<T>(chunk * B, GH, a.I, nullptr, a.I, false, a.w_ih, a.I, true, nullptr, GH, T(0)))
+                     : nullptr;
+  if (!pwi) be.gemm(mm<T>(T_ * B, GH, a.I, a.x, a.I, false, a.w_ih, a.I, true, a.gates, GH, T(0), a.b_ih));
+
+  // the recurrent weight of every step, packed once (Cho's GRU: its r/z rows and its candidate rows)
+  const bool cho = a.cell == RnnCell::gru_cho;
+  const T* pw0 = be.prepack(0, mm<T>(B, cho ? 2 * H : GH, H, nullptr, H, false, a.w_hh, H, true, nullptr, GH, T(1)));
+  const T* pw1 = cho ? be.prepack(1, mm<T>(B, H, H, nullptr, H, false, a.w_hh + 2 * H * H, H, true, nullptr, GH,
+                                           T(1)))
+                     : nullptr;
+  RnnCellArgs<T> c0;
+  c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.ldy = a.ldy;
+  for (int64_t s = 0; s < T_; ++s) {
+    if (pwi && s % chunk == 0) {  // the projection of steps [s, s1): time rows [t_lo, t_lo + n)
+      const int64_t n = std::min(chunk, T_ - s), t_lo = a.reverse ? T_ - s - n : s;
+      be.gemm(with_packed_b(mm<T>(n * B, GH, a.I, a.x + t_lo * B * a.I, a.I, false, a.w_ih, a.I, true,
+                                  a.gates + t_lo * B * GH, GH, T(0), a.b_ih),
+                            pwi));
+    }
+    const int64_t t = a.reverse ? T_ - 1 - s : s;
+    RnnCellArgs<T> c = rnn_detail::step_cell(a, c0, t, 0, B);
+    T* g = c.gates;
+    const T* hp = c.h_prev;
+    c.y = a.y ? a.y + t * B * a.ldy : nullptr;
+    switch (a.cell) {
+      case RnnCell::lstm:
+        be.gemm(with_packed_b(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh), pw0));
+        c.phase = RnnPhase::lstm_fwd;
+        be.cell(c);
+        break;
+      case RnnCell::gru:
+        be.gemm(with_packed_b(mm<T>(B, GH, H, hp, H, false, a.w_hh, H, true, a.work, GH, T(0), a.b_hh), pw0));
+        c.phase = RnnPhase::gru_fwd;
+        be.cell(c);
+        break;
+      case RnnCell::gru_cho:
+        be.gemm(with_packed_b(mm<T>(B, 2 * H, H, hp, H, false, a.w_hh, H, true, g, GH, T(1), a.b_hh), pw0));
+        c.phase = RnnPhase::cho_fwd1;
+        be.cell(c);
+        be.gemm(with_packed_b(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, true, g + 2 * H, GH, T(1),
+                                    a.b_hh ? a.b_hh + 2 * H : nullptr),
+                              pw1));
+        c.phase = RnnPhase::cho_fwd2;
+        be.cell(c);
+        break;
+    }
+  }
+  rnn_detail::final_states(a, be);
+}
+
+// Needs the buffers of the matching forward (gates, hs, aux), which it consumes
+// (gates and, for the torch GRU, aux are overwritten with gradients).
+template <class T, class Backend>
+void rnn_seq_backward(const RnnSeqArgs<T>& a, Backend& be) {
+  using rnn_detail::mm;
+  const int64_t T_ = a.T, B = a.B, H = a.H, G = rnn_gate_count(a.cell), GH = G * H;
+  const bool lstm = a.cell == RnnCell::lstm;
+  if (B <= 0) return;
+  rnn_detail::initial_grads(a, be);
+  if (T_ <= 0) return;
+  // W_hh (its first G*H or 2H rows) and, for the GRUs, its candidate rows, packed once for every step
+  using rnn_detail::with_packed_b;
+  const T* pw0 = be.prepack(0, mm<T>(B, H, lstm ? GH : 2 * H, nullptr, GH, false, a.w_hh, H, false, nullptr, H, T(1)));
+  const T* pw1 =
+      lstm ? nullptr : be.prepack(1, mm<T>(B, H, H, nullptr, GH, false, a.w_hh + 2 * H * H, H, false, nullptr, H, T(1)));
+  RnnCellArgs<T> c0;
+  c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.lddy = a.lddy;
+  c0.dh = a.dh0; c0.dc = a.dc0; c0.db_ih = a.db_ih; c0.db_hh = a.db_hh; c0.dpeep = a.dpeep;
+  for (int64_t s = T_ - 1; s >= 0; --s) {
+    const int64_t t = a.reverse ? T_ - 1 - s : s;
+    RnnCellArgs<T> c = rnn_detail::step_cell(a, c0, t, 0, B);
+    T* g = c.gates;
+    c.dy = a.dy ? a.dy + t * B * a.lddy : nullptr;
+    switch (a.cell) {
+      case RnnCell::lstm:
+        c.phase = RnnPhase::lstm_bwd;
+        be.cell(c);
+        be.gemm(with_packed_b(mm<T>(B, H, GH, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
+        break;
+      case RnnCell::gru:
+        c.phase = RnnPhase::gru_bwd;
+        be.cell(c);
+        be.gemm(with_packed_b(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
+        be.gemm(with_packed_b(mm<T>(B, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, false, a.dh0, H, T(1)), pw1));
+        break;
+      case RnnCell::gru_cho:
+        c.phase = RnnPhase::cho_bwd1;
+        be.cell(c);
+        // d(r h) = dA_n U_n
+        be.gemm(
+            with_packed_b(mm<T>(B, H, H, g + 2 * H, GH, false, a.w_hh + 2 * H * H, H, false, a.work, H, T(0)), pw1));
+        c.phase = RnnPhase::cho_bwd2;
+        c.aux = a.work;
+        be.cell(c);
+        be.gemm(with_packed_b(mm<T>(B, H, 2 * H, g, GH, false, a.w_hh, H, false, a.dh0, H, T(1)), pw0));
+        break;
+    }
+  }
+  rnn_detail::input_and_weight_grads(a, be);
 }
 
 }  // namespace FL_ISA_NS

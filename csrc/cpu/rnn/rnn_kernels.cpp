@@ -99,6 +99,15 @@ void rnn_cell(const RnnCellArgs<T>& a) {
 // packed panels must be.
 thread_local AlignedBuf tl_packed_w[3];  // W_hh (two parts for the GRUs), W_ih
 
+// op(B) of `w` packed into `buf`, or null where the GEMM would not read a packed B.
+const float* pack_b_into(AlignedBuf& buf, const GemmArgs<float>& w) {
+  const int64_t sz = kernels().sgemm_packed_b_size(w);
+  if (sz <= 0) return nullptr;
+  float* d = buf.get(size_t(sz));
+  kernels().sgemm_pack_b(w, d);
+  return d;
+}
+
 template <class T>
 struct CpuBackend {
   void gemm(const GemmArgs<T>& g) {
@@ -112,11 +121,7 @@ struct CpuBackend {
   }
   const T* prepack(int slot, const GemmArgs<T>& g) {
     if constexpr (std::is_same<T, float>::value) {
-      const int64_t n = kernels().sgemm_packed_b_size(g);
-      if (n <= 0) return nullptr;
-      float* dst = tl_packed_w[slot].get(size_t(n));
-      kernels().sgemm_pack_b(g, dst);
-      return dst;
+      return pack_b_into(tl_packed_w[slot], g);
     } else {
       return nullptr;  // the float64 reference GEMM does not pack
     }
@@ -171,68 +176,22 @@ struct TeamGuard {
   }
 };
 
-// op(B) of `w` packed into this thread's buffer tl_team_w[slot], or null where the GEMM would
-// not read a packed B.
-const float* team_pack_b(int slot, const GemmArgs<float>& w) {
-  const int64_t sz = kernels().sgemm_packed_b_size(w);
-  if (sz <= 0) return nullptr;
-  float* d = tl_team_w[slot].get(size_t(sz));
-  kernels().sgemm_pack_b(w, d);
-  return d;
-}
-
-// What the teams do before and after their loops, as the generic driver does: the initial
-// state into its slot; h_n (and c_n) out; after the backward loop the large products dX =
-// dgates W_ih, dW_ih += dgates^T X, dW_hh += dgates^T H_prev, threaded by the GEMM itself.
-void team_initial_states(const RnnSeqArgs<float>& a) {
-  const int64_t BH = a.B * a.H, first = a.reverse ? a.T : 0;
-  if (a.h0) std::memcpy(a.hs + first * BH, a.h0, size_t(BH) * sizeof(float));
-  else std::memset(a.hs + first * BH, 0, size_t(BH) * sizeof(float));
-  if (a.cell == RnnCell::lstm) {
-    if (a.c0) std::memcpy(a.aux + first * BH, a.c0, size_t(BH) * sizeof(float));
-    else std::memset(a.aux + first * BH, 0, size_t(BH) * sizeof(float));
-  }
-}
-void team_final_states(const RnnSeqArgs<float>& a) {
-  const int64_t BH = a.B * a.H, last = a.reverse ? 0 : a.T;
-  if (a.h_n) std::memcpy(a.h_n, a.hs + last * BH, size_t(BH) * sizeof(float));
-  if (a.cell == RnnCell::lstm && a.c_n) std::memcpy(a.c_n, a.aux + last * BH, size_t(BH) * sizeof(float));
-}
-void team_initial_grads(const RnnSeqArgs<float>& a) {  // the running state gradients live in dh0 / dc0
-  const size_t bytes = size_t(a.B * a.H) * sizeof(float);
-  if (a.dh_n) std::memcpy(a.dh0, a.dh_n, bytes); else std::memset(a.dh0, 0, bytes);
-  if (a.cell == RnnCell::lstm) {
-    if (a.dc_n) std::memcpy(a.dc0, a.dc_n, bytes); else std::memset(a.dc0, 0, bytes);
-  }
-}
-void team_input_and_weight_grads(const RnnSeqArgs<float>& a) {
-  using rnn_detail::mm;
-  const int64_t H = a.H, I = a.I, GH = rnn_gate_count(a.cell) * H, BH = a.B * H, TB = a.T * a.B;
-  const float* hprev = a.hs + (a.reverse ? BH : 0);  // the states that multiplied W_hh, in time order
-  auto gemm = [](const GemmArgs<float>& g) { kernels().sgemm(g); };
-  if (I > 0) gemm(mm<float>(TB, I, GH, a.gates, GH, false, a.w_ih, I, false, a.dx, I, a.dx_accumulate ? 1.0f : 0.0f));
-  gemm(mm<float>(GH, I, TB, a.gates, GH, true, a.x, I, false, a.dw_ih, I, 1.0f));
-  if (a.cell == RnnCell::lstm) {
-    gemm(mm<float>(GH, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
-  } else {
-    gemm(mm<float>(2 * H, H, TB, a.gates, GH, true, hprev, H, false, a.dw_hh, H, 1.0f));
-    gemm(mm<float>(H, H, TB, a.aux, H, true, hprev, H, false, a.dw_hh + 2 * H * H, H, 1.0f));
-  }
-}
+// op(B) of `w` packed into this thread's buffer tl_team_w[slot] (pack_b_into).
+const float* team_pack_b(int slot, const GemmArgs<float>& w) { return pack_b_into(tl_team_w[slot], w); }
 
 void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
   using rnn_detail::mm;
   using rnn_detail::with_packed_b;
-  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
+  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, G = rnn_gate_count(a.cell), GH = G * H;
   const bool lstm = a.cell == RnnCell::lstm;
-  team_initial_states(a);
+  CpuBackend<float> be;
+  rnn_detail::initial_states(a, be);
   const int64_t rows_max = kernels().sgemm_packed_max_m();
   const int64_t chunk = rows_max >= B ? std::min(T_, rows_max / B) : 0;  // steps per projection chunk
   // without chunks (B above the packed GEMM's rows): the whole projection first, by the GEMM's own team
   if (chunk == 0) kernels().sgemm(mm<float>(T_ * B, GH, I, a.x, I, false, a.w_ih, I, true, a.gates, GH, 0.0f, a.b_ih));
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd);
   const int64_t panels = (GH + kTeamPanel - 1) / kTeamPanel, blocks16 = (H + 15) / 16;
-  float* prod = lstm ? nullptr : a.work;  // where the recurrent product goes: the gates (LSTM) or gh (GRU)
   TeamGuard guard;
 #pragma omp parallel num_threads(nt)
   {
@@ -248,15 +207,15 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
       if (chunk > 0 && I > 0)
         pwi = team_pack_b(1, mm<float>(chunk * B, nc, I, nullptr, I, false, a.w_ih + c0 * I, I, true, nullptr, GH, 0.0f));
     });
-    RnnCellArgs<float> c;
-    c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.ldy = a.ldy;
-    c.phase = lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd;
-    c.gh = a.work; c.ldgh = GH;
+    RnnCellArgs<float> proto;  // what every step's cell shares
+    proto.H = H; proto.ldg = GH; proto.peep = a.peep; proto.ldy = a.ldy;
+    proto.phase = lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd;
     for (int64_t s = 0; s < T_; ++s) {
       const int64_t t = a.reverse ? T_ - 1 - s : s;
-      const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
-      float* gt = a.gates + t * B * GH;
-      const float* hp = a.hs + prev * BH;
+      RnnCellArgs<float> c = rnn_detail::step_cell(a, proto, t, 0, B);
+      c.y = a.y ? a.y + t * B * a.ldy : nullptr;
+      float* gt = c.gates;
+      const float* hp = c.h_prev;
       if (nc > 0) guard([&] {
         if (chunk > 0 && s % chunk == 0) {  // this thread's columns of the chunk's projection
           const int64_t m = std::min(chunk, T_ - s), t_lo = a.reverse ? T_ - s - m : s;
@@ -265,25 +224,19 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
                                                   a.b_ih ? a.b_ih + c0 : nullptr),
                                         pwi));
         }
+        // the recurrent product of its columns: added to the gates (LSTM), or into gh (GRU)
         kernels().sgemm(with_packed_b(mm<float>(B, nc, H, hp, H, false, a.w_hh + c0 * H, H, true,
-                                                (lstm ? gt : prod) + c0, GH, lstm ? 1.0f : 0.0f,
+                                                (lstm ? gt : a.work) + c0, GH, lstm ? 1.0f : 0.0f,
                                                 a.b_hh ? a.b_hh + c0 : nullptr),
                                       pwh));
       });
 #pragma omp barrier
-      if (j1 > j0) guard([&] {
-        c.t = t; c.gates = gt; c.h_prev = hp; c.h = a.hs + cur * BH;
-        c.y = a.y ? a.y + t * B * a.ldy : nullptr;
-        c.c_prev = a.aux + prev * BH;
-        c.c = a.aux + cur * BH;
-        if (!lstm) c.aux = a.aux + t * BH;
-        cell_fn(c, j0, j1);
-      });
+      if (j1 > j0) guard([&] { cell_fn(c, j0, j1); });
 #pragma omp barrier
     }
   }
   guard.rethrow();
-  team_final_states(a);
+  rnn_detail::final_states(a, be);
 }
 
 // Backward with one team (see above): each thread owns hidden units [j0, j1).  Per step it
@@ -296,9 +249,10 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
 void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
   using rnn_detail::mm;
   using rnn_detail::with_packed_b;
-  const int64_t T_ = a.T, B = a.B, H = a.H, G = rnn_gate_count(a.cell), GH = G * H, BH = B * H;
+  const int64_t T_ = a.T, B = a.B, H = a.H, G = rnn_gate_count(a.cell), GH = G * H;
   const bool lstm = a.cell == RnnCell::lstm;
-  team_initial_grads(a);
+  CpuBackend<float> be;
+  rnn_detail::initial_grads(a, be);
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd);
   const int64_t blocks16 = (H + 15) / 16;
   TeamGuard guard;
@@ -315,35 +269,29 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
       if (!lstm) pw1 = team_pack_b(1, mm<float>(B, nj, H, nullptr, H, false, a.w_hh + 2 * H * H + j0, H, false, nullptr, H,
                                           1.0f));
     });
-    RnnCellArgs<float> c;
-    c.B = B; c.H = H; c.ldg = GH; c.peep = a.peep; c.lengths = a.lengths; c.lddy = a.lddy;
-    c.dh = a.dh0; c.dc = a.dc0; c.db_ih = a.db_ih; c.db_hh = a.db_hh; c.dpeep = a.dpeep;
-    c.phase = lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd;
+    RnnCellArgs<float> c0;
+    c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.lddy = a.lddy;
+    c0.dh = a.dh0; c0.dc = a.dc0; c0.db_ih = a.db_ih; c0.db_hh = a.db_hh; c0.dpeep = a.dpeep;
+    c0.phase = lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd;
     for (int64_t s = T_ - 1; s >= 0; --s) {
       const int64_t t = a.reverse ? T_ - 1 - s : s;
-      const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
-      float* gt = a.gates + t * B * GH;
-      if (nj > 0) guard([&] {
-        c.t = t; c.gates = gt; c.h_prev = a.hs + prev * BH;
-        c.dy = a.dy ? a.dy + t * B * a.lddy : nullptr;
-        c.c_prev = a.aux + prev * BH;
-        c.c = a.aux + cur * BH;
-        if (!lstm) c.aux = a.aux + t * BH;
-        cell_fn(c, j0, j1);
-      });
+      RnnCellArgs<float> c = rnn_detail::step_cell(a, c0, t, 0, B);
+      c.dy = a.dy ? a.dy + t * B * a.lddy : nullptr;
+      float* gt = c.gates;
+      if (nj > 0) guard([&] { cell_fn(c, j0, j1); });
 #pragma omp barrier
       if (nj > 0) guard([&] {  // dh_{t-1} of its units: every gate gradient of the step times its W_hh columns
         kernels().sgemm(
             with_packed_b(mm<float>(B, nj, K0, gt, GH, false, a.w_hh + j0, H, false, a.dh0 + j0, H, 1.0f), pw0));
         if (!lstm)
-          kernels().sgemm(with_packed_b(mm<float>(B, nj, H, a.aux + t * BH, H, false, a.w_hh + 2 * H * H + j0, H,
+          kernels().sgemm(with_packed_b(mm<float>(B, nj, H, c.aux, H, false, a.w_hh + 2 * H * H + j0, H,
                                                   false, a.dh0 + j0, H, 1.0f),
                                         pw1));
       });
     }
   }
   guard.rethrow();
-  team_input_and_weight_grads(a);
+  rnn_detail::input_and_weight_grads(a, be);  // threaded by the GEMM itself
 }
 
 // ---- small layers: a team over the batch rows ---------------------------------------------------
@@ -371,32 +319,13 @@ int rows_team_threads(const RnnSeqArgs<float>& a) {
 #endif
 }
 
-// The cell arguments of rows [b0, b0 + nb) of step t: every [B, *] array offset to row b0.
-RnnCellArgs<float> rows_cell(const RnnSeqArgs<float>& a, RnnCellArgs<float> c, int64_t t, int64_t b0, int64_t nb) {
-  const int64_t H = a.H, GH = rnn_gate_count(a.cell) * H, BH = a.B * H;
-  const int64_t prev = a.reverse ? t + 1 : t, cur = a.reverse ? t : t + 1;
-  c.B = nb;
-  c.t = t;
-  c.gates = a.gates + (t * a.B + b0) * GH;
-  c.h_prev = a.hs + prev * BH + b0 * H;
-  c.h = a.hs + cur * BH + b0 * H;
-  c.lengths = a.lengths ? a.lengths + b0 : nullptr;
-  if (a.cell == RnnCell::lstm) {
-    c.c_prev = a.aux + prev * BH + b0 * H;
-    c.c = a.aux + cur * BH + b0 * H;
-  } else {
-    c.aux = a.aux + t * BH + b0 * H;
-    c.gh = a.work + b0 * GH;
-  }
-  return c;
-}
-
 void rnn_forward_rows(const RnnSeqArgs<float>& a, int nt) {
   using rnn_detail::mm;
   using rnn_detail::with_packed_b;
-  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, GH = rnn_gate_count(a.cell) * H, BH = B * H;
+  const int64_t T_ = a.T, B = a.B, H = a.H, I = a.I, GH = rnn_gate_count(a.cell) * H;
   const bool lstm = a.cell == RnnCell::lstm;
-  team_initial_states(a);
+  CpuBackend<float> be;
+  rnn_detail::initial_states(a, be);
   // the weights packed once, by this thread, for every row block (the packing ignores M)
   const float* pwh = team_pack_b(0, mm<float>(B, GH, H, nullptr, H, false, a.w_hh, H, true, nullptr, GH, 1.0f));
   const float* pwi =
@@ -408,36 +337,36 @@ void rnn_forward_rows(const RnnSeqArgs<float>& a, int nt) {
     const int k = omp_get_thread_num(), n = omp_get_num_threads();
     const int64_t b0 = B * k / n, nb = B * (k + 1) / n - b0;
     RnnCellArgs<float> c0;
-    c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.ldy = a.ldy; c0.ldgh = GH;
+    c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.ldy = a.ldy;
     c0.phase = lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd;
     if (nb > 0) guard([&] {
       for (int64_t s = 0; s < T_; ++s) {
         const int64_t t = a.reverse ? T_ - 1 - s : s;
-        const int64_t prev = a.reverse ? t + 1 : t;
-        float* gt = a.gates + (t * B + b0) * GH;
-        kernels().sgemm(with_packed_b(mm<float>(nb, GH, I, a.x + (t * B + b0) * I, I, false, a.w_ih, I, true, gt,
-                                                GH, 0.0f, a.b_ih),
-                                      pwi));  // (I = 0: just the bias, as the generic driver)
-        kernels().sgemm(with_packed_b(mm<float>(nb, GH, H, a.hs + prev * BH + b0 * H, H, false, a.w_hh, H, true,
-                                                lstm ? gt : a.work + b0 * GH, GH, lstm ? 1.0f : 0.0f, a.b_hh),
-                                      pwh));
-        RnnCellArgs<float> c = rows_cell(a, c0, t, b0, nb);
+        RnnCellArgs<float> c = rnn_detail::step_cell(a, c0, t, b0, nb);
         c.y = a.y ? a.y + (t * B + b0) * a.ldy : nullptr;
+        kernels().sgemm(with_packed_b(mm<float>(nb, GH, I, a.x + (t * B + b0) * I, I, false, a.w_ih, I, true,
+                                                c.gates, GH, 0.0f, a.b_ih),
+                                      pwi));  // (I = 0: just the bias, as the generic driver)
+        // the recurrent product: added to the gates (LSTM), or into gh (GRU)
+        kernels().sgemm(with_packed_b(mm<float>(nb, GH, H, c.h_prev, H, false, a.w_hh, H, true,
+                                                lstm ? c.gates : a.work + b0 * GH, GH, lstm ? 1.0f : 0.0f, a.b_hh),
+                                      pwh));
         cell_fn(c, 0, H);
       }
     });
   }
   guard.rethrow();
-  team_final_states(a);
+  rnn_detail::final_states(a, be);
 }
 
 void rnn_backward_rows(const RnnSeqArgs<float>& a, int nt) {
   using rnn_detail::mm;
   using rnn_detail::with_packed_b;
-  const int64_t T_ = a.T, B = a.B, H = a.H, GH = rnn_gate_count(a.cell) * H, BH = B * H;
+  const int64_t T_ = a.T, B = a.B, H = a.H, GH = rnn_gate_count(a.cell) * H;
   const bool lstm = a.cell == RnnCell::lstm;
   const int64_t K0 = lstm ? GH : 2 * H;  // the gate rows of W_hh whose gradients the gates hold
-  team_initial_grads(a);
+  CpuBackend<float> be;
+  rnn_detail::initial_grads(a, be);
   const float* pw0 = team_pack_b(0, mm<float>(B, H, K0, nullptr, GH, false, a.w_hh, H, false, nullptr, H, 1.0f));
   const float* pw1 =
       lstm ? nullptr : team_pack_b(1, mm<float>(B, H, H, nullptr, H, false, a.w_hh + 2 * H * H, H, false, nullptr, H, 1.0f));
@@ -462,7 +391,7 @@ void rnn_backward_rows(const RnnSeqArgs<float>& a, int nt) {
     if (nb > 0) guard([&] {
       for (int64_t s = T_ - 1; s >= 0; --s) {
         const int64_t t = a.reverse ? T_ - 1 - s : s;
-        RnnCellArgs<float> c = rows_cell(a, c0, t, b0, nb);
+        RnnCellArgs<float> c = rnn_detail::step_cell(a, c0, t, b0, nb);
         c.dy = a.dy ? a.dy + (t * B + b0) * a.lddy : nullptr;
         cell_fn(c, 0, H);
         kernels().sgemm(with_packed_b(mm<float>(nb, H, K0, c.gates, GH, false, a.w_hh, H, false, c0.dh, H, 1.0f), pw0));
@@ -482,7 +411,7 @@ void rnn_backward_rows(const RnnSeqArgs<float>& a, int nt) {
     if (a.dpeep)
       for (int64_t i = 0; i < 3 * H; ++i) a.dpeep[i] += p[2 * GH + i];
   }
-  team_input_and_weight_grads(a);
+  rnn_detail::input_and_weight_grads(a, be);  // threaded by the GEMM itself
 }
 
 template <class T>
