@@ -598,14 +598,11 @@ void sgemm_blocked(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   constexpr int64_t kPackChunk = 4;  // micro-panels per packing work item
 
   float* bbuf = tl_b_buf.get(size_t(std::min<int64_t>(n_jc, 2) * b_size));  // shared by the team
-  std::unique_ptr<WorkCounter[]> pack_work(new WorkCounter[size_t(n_jc)]);
-  std::unique_ptr<WorkCounter[]> row_work(new WorkCounter[size_t(n_jc)]);
-  std::unique_ptr<std::atomic<int64_t>[]> packed(new std::atomic<int64_t>[size_t(n_jc)]);  // chunks done
-  std::unique_ptr<std::atomic<int64_t>[]> rows_done(new std::atomic<int64_t>[size_t(n_jc)]);  // row blocks done
-  for (int64_t j = 0; j < n_jc; ++j) {
-    packed[size_t(j)].store(0, std::memory_order_relaxed);
-    rows_done[size_t(j)].store(0, std::memory_order_relaxed);
-  }
+  struct ColumnBlock {
+    WorkCounter pack_work, row_work;               // packing chunks / row blocks handed out
+    std::atomic<int64_t> packed{0}, rows_done{0};  // packing chunks / row blocks finished
+  };
+  std::unique_ptr<ColumnBlock[]> cb(new ColumnBlock[size_t(n_jc)]);
   std::atomic<bool> out_of_memory{false};
 
   auto body = [&](int, int n) {
@@ -625,15 +622,16 @@ void sgemm_blocked(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
       const int64_t n_panels = (nc + NR - 1) / NR;
       const int64_t chunks = (n_panels + kPackChunk - 1) / kPackChunk;
       float* bblk = bbuf + (jci % 2) * b_size;
-      if (jci >= 2) wait_for(rows_done[size_t(jci - 2)], blocks);  // its buffer is free
-      for (int64_t it = pack_work[jci].take(); it < k_blocks * chunks; it = pack_work[jci].take()) {
+      ColumnBlock& col = cb[size_t(jci)];
+      if (jci >= 2) wait_for(cb[size_t(jci - 2)].rows_done, blocks);  // its buffer is free
+      for (int64_t it = col.pack_work.take(); it < k_blocks * chunks; it = col.pack_work.take()) {
         const int64_t b = it / chunks, ch = it % chunks;
         const int64_t pc = b * KC, kc = std::min(KC, K - pc);
         pack_b(g, pc, jc, kc, nc, ch * kPackChunk, std::min(n_panels, (ch + 1) * kPackChunk), bblk + b * b_block);
-        packed[size_t(jci)].fetch_add(1, std::memory_order_release);
+        col.packed.fetch_add(1, std::memory_order_release);
       }
-      wait_for(packed[size_t(jci)], k_blocks * chunks);
-      for (int64_t blk = row_work[jci].take(); blk < blocks; blk = row_work[jci].take()) {
+      wait_for(col.packed, k_blocks * chunks);
+      for (int64_t blk = col.row_work.take(); blk < blocks; blk = col.row_work.take()) {
         const int64_t ic = blk * mc, rows = std::min(mc, M - ic);
         for (int64_t b = 0; b < k_blocks; ++b) {
           const int64_t pc = b * KC, kc = std::min(KC, K - pc);
@@ -649,7 +647,7 @@ void sgemm_blocked(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
                        beta, last, tile);
           }
         }
-        rows_done[size_t(jci)].fetch_add(1, std::memory_order_release);
+        col.rows_done.fetch_add(1, std::memory_order_release);
       }
     }
   };
