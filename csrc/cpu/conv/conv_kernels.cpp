@@ -708,6 +708,31 @@ void transpose_into(const T* __restrict src, int64_t lds, int64_t nk, int64_t nq
     for (int64_t q = 0; q < nq; ++q) dst[q * ldd + k] = src[k * lds + q];
 }
 
+// ---- the channel-vector kernels' tables over the zero-bordered image [C, HP, WP] -------------
+// Offset of output pixel q's window (row-major over OH x OW) for the n entries of the table;
+// entries past the image repeat pixel 0 (tiles that run past the end compute it, never store it).
+inline std::vector<int64_t> cv_pixel_table(const ConvShape& p, int64_t WP, int64_t n) {
+  std::vector<int64_t> pix(static_cast<size_t>(n));
+  const int64_t OHW = p.OH * p.OW;
+  for (int64_t q = 0; q < n; ++q) {
+    const int64_t u = q < OHW ? q : 0;
+    pix[size_t(q)] = (u / p.OW) * p.stride_h * WP + (u % p.OW) * p.stride_w;
+  }
+  return pix;
+}
+// Offset of tap t = (c, r, s) from a window's origin, for n entries; entries past the C*R*S
+// taps repeat tap 0.
+inline std::vector<int64_t> cv_tap_offsets(const ConvShape& p, int64_t HP, int64_t WP, int64_t n) {
+  std::vector<int64_t> offs(static_cast<size_t>(n));
+  const int64_t CRS = p.Cg() * p.R * p.S;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t u = t < CRS ? t : 0;
+    const int64_t c = u / (p.R * p.S), r = u / p.S % p.R, s = u % p.S;
+    offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
+  }
+  return offs;
+}
+
 // ---- forward with vectors along the output channels ------------------------------------------
 // An implicit GEMM: y^T[p, k] = bias[k] + sum_t xpad[pix(p) + off(t)] * w^T[t, k] (taps, pix and
 // the zero-bordered input as in the weight gradient above), for the shapes the width-vectorised
@@ -872,15 +897,7 @@ void cv_forward(const ConvArgs<T>& a) {
   // pixel chunks of ~kCvOutBytes of y^T (L2); the last tile of a chunk may run up to 23 pixels
   // past it: the pixel table is padded (repeating pixel 0: computed, never stored)
   const int64_t PCF = std::max<int64_t>(48, kCvOutBytes / int64_t(KP * sizeof(T)) / 24 * 24);
-  std::vector<int64_t> pix(static_cast<size_t>(OHW + 24)), offs(static_cast<size_t>(CRS));
-  for (int64_t q = 0; q < OHW + 24; ++q) {
-    const int64_t u = q < OHW ? q : 0;
-    pix[size_t(q)] = (u / p.OW) * p.stride_h * WP + (u % p.OW) * p.stride_w;
-  }
-  for (int64_t t = 0; t < CRS; ++t) {
-    const int64_t c = t / (p.R * p.S), r = t / p.S % p.R, s = t % p.S;
-    offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
-  }
+  const std::vector<int64_t> pix = cv_pixel_table(p, WP, OHW + 24), offs = cv_tap_offsets(p, HP, WP, CRS);
   // w^T per group [CRS, KP] and the bias [KP], zeros past Kg
   std::vector<T> wbuf, bbuf;
   T* wT = zeros64(wbuf, size_t(p.groups * CRS * KP));
@@ -1148,14 +1165,8 @@ void cv_weight_grad(const ConvArgs<T>& a, const T* g) {
   const ConvShape& p = a.s;
   const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_kp<T>(p), OHW = p.OH * p.OW;
   const int64_t HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w, taps_pad = cv_dw_taps_pad(CRS);
-  std::vector<int64_t> pix(static_cast<size_t>(OHW)), offs(static_cast<size_t>(taps_pad));
-  for (int64_t oh = 0; oh < p.OH; ++oh)
-    for (int64_t ow = 0; ow < p.OW; ++ow) pix[size_t(oh * p.OW + ow)] = oh * p.stride_h * WP + ow * p.stride_w;
-  for (int64_t t = 0; t < taps_pad; ++t) {
-    const int64_t u = t < CRS ? t : 0;  // padding taps read tap 0 (their sums are dropped)
-    const int64_t c = u / (p.R * p.S), r = u / p.S % p.R, s = u % p.S;
-    offs[size_t(t)] = (c * HP + r * p.dil_h) * WP + s * p.dil_w;
-  }
+  // (padding taps read tap 0: their sums are dropped)
+  const std::vector<int64_t> pix = cv_pixel_table(p, WP, OHW), offs = cv_tap_offsets(p, HP, WP, taps_pad);
   const int64_t part = p.groups * taps_pad * KP;
   const int nt = conv_team(p, p.N);
   std::vector<T> pbuf;
