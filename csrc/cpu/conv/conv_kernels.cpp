@@ -889,10 +889,8 @@ void cv_run(const T* xpad, const int64_t* pq, int64_t nq, const int64_t* offs, i
 
 template <class T>
 void cv_forward(const ConvArgs<T>& a) {
-  using C = CvFwd<T>;
-  constexpr int VW = DirectVec<T>::width;
   const ConvShape& p = a.s;
-  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_kp<T>(p), KV = KP / VW;
+  const int64_t Cg = p.Cg(), Kg = p.Kg(), CRS = Cg * p.R * p.S, KP = cv_kp<T>(p);
   const int64_t OHW = p.OH * p.OW, HP = p.H + 2 * p.pad_h, WP = p.W + 2 * p.pad_w;
   // pixel chunks of ~kCvOutBytes of y^T (L2); the last tile of a chunk may run up to 23 pixels
   // past it: the pixel table is padded (repeating pixel 0: computed, never stored)
