@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 import fusedlearn as fl
-from timing import PEERS as LIBS, add_clock_argument, run_isolated, timed
+from timing import PEERS as LIBS, add_clock_argument, add_isolation_arguments, isolating, run_isolated, timed
 
 LAYERS = [  # (N, C, H, W) -> K channels, 3x3, stride, pad 1
     ((64, 3, 32, 32), 32, 1),
@@ -145,11 +145,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     add_clock_argument(ap)
-    ap.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
-                    help="on: each library in processes of its own, alternated over --rounds (auto: at 2+ threads)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=LIBS, default=None, help=argparse.SUPPRESS)
+    add_isolation_arguments(ap, LIBS)
     args = ap.parse_args()
     if args.worker is not None:
         worker(args.worker, args.repeat, args.clock, args.only)
@@ -160,7 +156,7 @@ def main():
           f"(mkldnn={torch.backends.mkldnn.is_available()})")
     print(f"{'case':44s} {'what':10s} {'thr':>3s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s}")
     for nt in args.threads:
-        if args.isolate == "on" or (args.isolate == "auto" and nt > 1):
+        if isolating(args, nt):
             env = dict(os.environ, OMP_NUM_THREADS=str(nt), MKL_NUM_THREADS=str(nt))
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(nt), "--repeat", str(args.repeat),
                    "--clock", args.clock]

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from timing import run_isolated
+from timing import add_isolation_arguments, isolating, run_isolated
 
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 RNN = [(64, 512, 2048), (64, 1024, 4096), (4096, 256, 256)]  # (M, K, N)
@@ -136,13 +136,7 @@ def main():
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: CPU time of the calling thread (time.thread_time), which other processes on a "
                          "shared host do not inflate; only meaningful with --threads 1")
-    ap.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
-                    help="on: each library in processes of its own, alternated in --rounds rounds (auto: for "
-                         "2+ threads, where one library's idle threads spinning after its call would take the "
-                         "core from the next library's)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of the isolated processes (medians over them)")
-    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=LIBS, default=None, help=argparse.SUPPRESS)
+    add_isolation_arguments(ap, LIBS)
     args = ap.parse_args()
     if args.quick:
         args.reps, args.target = 5, 0.01
@@ -166,7 +160,7 @@ def main():
             env[var] = str(nt)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(nt), "--reps", str(args.reps),
                "--target", str(args.target), "--clock", args.clock, "--shapes", ",".join("x".join(map(str, s)) for s in shapes)]
-        isolate = args.isolate == "on" or (args.isolate == "auto" and nt > 1)
+        isolate = isolating(args, nt)
         if isolate:
             rows = run_isolated(cmd, LIBS, args.rounds, env)
         else:

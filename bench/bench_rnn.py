@@ -26,7 +26,7 @@ import torch
 
 import fusedlearn as fl
 from fusedlearn import nn
-from timing import PEERS, add_clock_argument, run_isolated, timed
+from timing import PEERS, add_clock_argument, add_isolation_arguments, isolating, run_isolated, timed
 
 SHAPES = [(100, 64, 256, 512), (35, 20, 650, 650), (50, 32, 128, 128)]
 
@@ -81,11 +81,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one shape, 3 repeats")
     ap.add_argument("--threads", default="1,2")
     add_clock_argument(ap)
-    ap.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
-                    help="on: each library in processes of its own, alternated over --rounds (auto: at 2+ threads)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=PEERS, default=None, help=argparse.SUPPRESS)
+    add_isolation_arguments(ap, PEERS)
     args = ap.parse_args()
     shapes = SHAPES[-1:] if args.quick else SHAPES
     repeats = 3 if args.quick else args.repeats
@@ -97,7 +93,7 @@ def main():
     print(f"fusedlearn ISA {fl.get_isa()}, torch {torch.__version__}; medians of {repeats} runs, ms")
     print(f"{'cell':5} {'(T, B, I, H)':>20} {'thr':>3} {'pass':>8} {'ours':>9} {'torch':>9} {'ratio':>6}")
     for threads in [int(t) for t in args.threads.split(",")]:
-        if args.isolate == "on" or (args.isolate == "auto" and threads > 1):
+        if isolating(args, threads):
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(threads), "--repeats", str(repeats),
                    "--clock", args.clock] + (["--quick"] if args.quick else [])

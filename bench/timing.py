@@ -13,6 +13,7 @@ library's threads, so in one process the figures depend on the call order.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -45,6 +46,22 @@ def round_robin_medians(fns, repeats, clock="wall", warmup=1):
 
 
 PEERS = ("ours", "torch")
+
+
+def add_isolation_arguments(parser, libs) -> None:
+    """--isolate / --rounds, and the hidden worker options run_isolated starts the script with."""
+    parser.add_argument("--isolate", choices=["auto", "on", "off"], default="auto",
+                        help="on: each library in processes of its own, alternated over --rounds rounds "
+                             "(auto: at 2+ threads, where one library's idle threads spinning after its call "
+                             "would take the core from the next library's)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the isolated processes (medians over them)")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=libs, default=None, help=argparse.SUPPRESS)
+
+
+def isolating(args, threads) -> bool:
+    """Whether this thread count runs each library in its own processes (--isolate)."""
+    return args.isolate == "on" or (args.isolate == "auto" and threads > 1)
 
 
 def timed(pair, libs, repeats, clock="wall", warmup=2):
