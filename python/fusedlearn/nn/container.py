@@ -5,7 +5,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .module import Module
+from .module import InputGradOptional, Module
 
 
 def _reraise(exc: Exception, where: str):
@@ -15,7 +15,7 @@ def _reraise(exc: Exception, where: str):
     raise exc
 
 
-class Sequential(Module):
+class Sequential(InputGradOptional, Module):
     """``torch.nn.Sequential``: modules applied in order; ``backward`` runs them in reverse.
 
     Built from modules (named ``"0"``, ``"1"``, ...) or from one ``OrderedDict``.
@@ -64,14 +64,7 @@ class Sequential(Module):
                 _reraise(exc, f"Sequential layer {name}")
         return x
 
-    def backward(self, grad_out):
-        return self._backward(grad_out, True)
-
-    def backward_params(self, grad_out) -> None:
-        """Parameter gradients only: the first layer does not compute its input gradient."""
-        self._backward(grad_out, False)
-
-    def _backward(self, grad_out, input_grad):
+    def _backward(self, grad_out, input_grad):  # backward_params: the first layer skips its input gradient
         g = grad_out
         items = list(self._modules.items())
         for i in range(len(items) - 1, -1, -1):

@@ -15,11 +15,11 @@ import numpy as np
 from .. import functional as F
 from . import init
 from .layers import Dropout
-from .module import Module, as_float_input
+from .module import InputGradOptional, Module, as_float_input
 from .parameter import Parameter
 
 
-class Conv2d(Module):
+class Conv2d(InputGradOptional, Module):
     """``torch.nn.Conv2d`` (``padding_mode='zeros'``): weight ``[out_channels, in_channels // groups, kH, kW]``,
     bias ``[out_channels]``, torch's initialisation (``kaiming_uniform_(a=sqrt(5))``, bias
     ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with ``fan_in = in_channels // groups * kH * kW``).
@@ -111,12 +111,6 @@ class Conv2d(Module):
         y = F.conv2d(x, w, b, *self._geometry(), activation=self.activation)
         self._x, self._y = x, y
         return y
-
-    def backward(self, grad_out):
-        return self._backward(grad_out, True)
-
-    def backward_params(self, grad_out) -> None:
-        self._backward(grad_out, False)
 
     def _backward(self, grad_out, input_grad):
         if self._x is None:

@@ -8,11 +8,11 @@ import numpy as np
 from .. import functional as F
 from . import init
 from .activation import ACTIVATION_GRADS
-from .module import Module, as_float_input
+from .module import InputGradOptional, Module, as_float_input
 from .parameter import Parameter
 
 
-class Linear(Module):
+class Linear(InputGradOptional, Module):
     """``torch.nn.Linear``: ``y = x @ weight.T + bias`` with ``weight`` of shape
     ``[out_features, in_features]`` and torch's default initialisation
     (``kaiming_uniform_(a=sqrt(5))`` for the weight, ``U(-1/sqrt(in), 1/sqrt(in))``
@@ -72,12 +72,6 @@ class Linear(Module):
         y = F.linear(x2, w, b, activation=self.activation)
         self._x, self._y, self._lead = x2, y, lead
         return y.reshape(*lead, self.out_features)
-
-    def backward(self, grad_out):
-        return self._backward(grad_out, True)
-
-    def backward_params(self, grad_out) -> None:
-        self._backward(grad_out, False)
 
     def _backward(self, grad_out, input_grad):
         if self._x is None:

@@ -130,8 +130,8 @@ class Module:
     def backward_params(self, grad_out) -> None:
         """``backward(grad_out)`` for the parameter gradients only, when the input gradient is not
         wanted (the first layer of a network: torch skips it for inputs without ``requires_grad``).
-        Modules that can skip computing it (``Conv2d``, ``Linear``, ``Sequential``) override this;
-        the default runs ``backward`` and drops the result."""
+        Modules that can skip computing it (``Conv2d``, ``Linear``, ``Sequential``, through
+        ``InputGradOptional``) override this; the default runs ``backward`` and drops the result."""
         self.backward(grad_out)
 
     def __call__(self, *args, **kwargs):
@@ -309,3 +309,16 @@ class Module:
             body = repr(m).replace("\n", "\n  ")
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + "\n)"
+
+
+class InputGradOptional:
+    """Mixin (listed before ``Module``) for modules whose backward can skip computing the input
+    gradient: they implement ``_backward(grad_out, input_grad)``, and ``backward`` /
+    ``backward_params`` call it with ``input_grad`` True / False."""
+
+    def backward(self, grad_out):
+        return self._backward(grad_out, True)
+
+    def backward_params(self, grad_out) -> None:
+        self._backward(grad_out, False)
+
