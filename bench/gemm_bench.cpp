@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
-#include "cpu/gemm/gemm_args.h"
+#include "kernels/gemm_args.h"
 
 namespace {
 

@@ -42,8 +42,8 @@
 #endif
 
 #include "core/dispatch.h"
-#include "cpu/kernel_table.h"
-#include "cpu/optim/optim_hyper.h"
+#include "kernels/kernel_table.h"
+#include "kernels/optim_hyper.h"
 
 namespace {
 

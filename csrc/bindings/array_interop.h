@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/kernel_table.h"
+#include "kernels/kernel_table.h"
 
 namespace fl {
 namespace py = pybind11;

@@ -13,7 +13,7 @@
 #include "bindings/dlpack_abi.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
-#include "cpu/conv/conv_args.h"
+#include "kernels/conv_args.h"
 #include "cuda/cuda_api.h"
 
 namespace fl {

@@ -10,7 +10,7 @@
 #include "bindings/dlpack_abi.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
-#include "cpu/gemm/gemm_args.h"
+#include "kernels/gemm_args.h"
 #include "cuda/cuda_api.h"
 
 namespace fl {

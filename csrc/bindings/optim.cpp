@@ -3,7 +3,7 @@
 
 #include "bindings/run_on_device.h"
 #include "core/dispatch.h"
-#include "cpu/optim/optim_hyper.h"
+#include "kernels/optim_hyper.h"
 #include "cuda/cuda_api.h"
 
 namespace fl {

@@ -15,7 +15,7 @@
 #include "bindings/dlpack_abi.h"
 #include "core/dispatch.h"
 #include "core/errors.h"
-#include "cpu/rnn/rnn_args.h"
+#include "kernels/rnn_args.h"
 #include "cuda/cuda_api.h"
 
 namespace fl {
@@ -268,7 +268,7 @@ RnnPhase parse_phase(const std::string& s) {
   throw ValueError("phase: unknown phase '" + s + "'");
 }
 
-// One fused cell phase on [B, *] arrays (see cpu/rnn/rnn_args.h for what each phase reads and writes).
+// One fused cell phase on [B, *] arrays (see kernels/rnn_args.h for what each phase reads and writes).
 void rnn_cell_call(const std::string& phase_name, py::dict d, int64_t B, int64_t H, int64_t t, py::object lengths) {
   const RnnPhase ph = parse_phase(phase_name);
   const bool lstm = ph == RnnPhase::lstm_fwd || ph == RnnPhase::lstm_bwd;

@@ -2,7 +2,7 @@
 #pragma once
 #include <string>
 #include <vector>
-#include "cpu/kernel_table.h"
+#include "kernels/kernel_table.h"
 
 namespace fl {
 

@@ -1,7 +1,7 @@
 // Entry points each per-ISA build defines (in its own namespace) and
 // collects into its CpuKernels table.
 #pragma once
-#include "cpu/kernel_table.h"
+#include "kernels/kernel_table.h"
 
 namespace fl {
 namespace FL_ISA_NS {

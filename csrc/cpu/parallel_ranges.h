@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 #include "core/macros.h"
-#include "cpu/kernel_table.h"
+#include "kernels/kernel_table.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -3,9 +3,9 @@
 // "not built"; the module always imports, with or without a GPU or driver.
 #pragma once
 #include <string>
-#include "cpu/kernel_table.h"
-#include "cpu/gemm/gemm_args.h"
-#include "cpu/conv/conv_args.h"
+#include "kernels/kernel_table.h"
+#include "kernels/gemm_args.h"
+#include "kernels/conv_args.h"
 
 namespace fl {
 namespace cuda {
@@ -25,7 +25,7 @@ bool nonfinite(DType dtype, const FlatList& list, int device);
 void scale(DType dtype, const FlatList& list, double a, int device);
 void clamp(DType dtype, const FlatList& list, double lo, double hi, int device);
 
-// GEMM with the fused epilogue (see cpu/gemm/gemm_args.h).  All pointers in
+// GEMM with the fused epilogue (see kernels/gemm_args.h).  All pointers in
 // `args` are device pointers on CUDA ordinal `device`; leading dimensions are
 // in elements, row-major.  Runs on the current stream of that device and
 // returns when the result is ready (synchronous).  Throws ValueError /
@@ -33,7 +33,7 @@ void clamp(DType dtype, const FlatList& list, double lo, double hi, int device);
 void gemm_f32(const GemmArgs<float>& args, int device);
 void gemm_f64(const GemmArgs<double>& args, int device);
 
-// One recurrent layer-direction over a sequence (cpu/rnn/rnn_args.h, the same
+// One recurrent layer-direction over a sequence (kernels/rnn_args.h, the same
 // driver as the CPU's): the fused cell kernels of cuda/rnn plus gemm_f32 for
 // the products.  Device pointers, except `lengths`, which is on the host.
 // Synchronous.

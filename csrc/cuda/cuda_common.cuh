@@ -25,7 +25,7 @@
 
 #include "core/errors.h"
 #include "core/macros.h"
-#include "cpu/kernel_table.h"
+#include "kernels/kernel_table.h"
 
 namespace fl {
 namespace FL_ISA_NS {

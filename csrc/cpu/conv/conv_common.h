@@ -15,7 +15,7 @@
 #include <omp.h>
 #endif
 
-#include "cpu/conv/conv_args.h"
+#include "kernels/conv_args.h"
 #include "cpu/isa_entry.h"
 
 namespace fl {

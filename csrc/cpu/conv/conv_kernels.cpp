@@ -1,6 +1,6 @@
 // 2-D convolution (forward, backward-data, backward-weight, bias gradient),
 // compiled once per instruction set, float32 and float64 from one template.
-// NCHW as torch; weight [K, C/groups, R, S].  Arguments: cpu/conv/conv_args.h.
+// NCHW as torch; weight [K, C/groups, R, S].  Arguments: kernels/conv_args.h.
 //
 // How each shape is computed (and why):
 //  * 1x1, stride 1, no padding ("pointwise"): the image [Cg, H*W] already is the
@@ -54,11 +54,11 @@
 #include <omp.h>
 #endif
 
-#include "cpu/conv/conv_args.h"
+#include "kernels/conv_args.h"
 #include "cpu/conv/conv_common.h"
 #include "cpu/isa_entry.h"
 #include "cpu/transpose8x8.h"
-#include "cpu/vec.h"
+#include "kernels/vec.h"
 
 namespace fl {
 namespace FL_ISA_NS {

@@ -1,7 +1,7 @@
 // Pooling (max with indices, average with torch's divisor rules) and batch norm
 // (training / evaluation, running statistics), forward and backward, compiled
 // once per instruction set, float32 and float64 from one template.  Arguments:
-// cpu/conv/conv_args.h; shared helpers: cpu/conv/conv_common.h.
+// kernels/conv_args.h; shared helpers: cpu/conv/conv_common.h.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -9,10 +9,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/conv/conv_args.h"
+#include "kernels/conv_args.h"
 #include "cpu/conv/conv_common.h"
 #include "cpu/isa_entry.h"
-#include "cpu/vec.h"
+#include "kernels/vec.h"
 
 namespace fl {
 namespace FL_ISA_NS {

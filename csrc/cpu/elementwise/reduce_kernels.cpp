@@ -5,7 +5,7 @@
 #include <type_traits>
 #include "cpu/isa_entry.h"
 #include "cpu/parallel_ranges.h"
-#include "cpu/vec.h"
+#include "kernels/vec.h"
 
 namespace fl {
 namespace FL_ISA_NS {

@@ -49,7 +49,7 @@
 #include <omp.h>
 #endif
 
-#include "cpu/gemm/gemm_args.h"
+#include "kernels/gemm_args.h"
 #include "cpu/aligned_buf.h"
 #include "cpu/transpose8x8.h"
 #include "cpu/gemm/gemm_micro.h"

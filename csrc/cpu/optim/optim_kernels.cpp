@@ -3,7 +3,7 @@
 // per instruction set (FL_ISA_NS names the build).
 #include <type_traits>
 #include "cpu/isa_entry.h"
-#include "cpu/optim/optim_rules.h"
+#include "kernels/optim_rules.h"
 #include "cpu/parallel_ranges.h"
 
 namespace fl {

@@ -1,6 +1,6 @@
 // CPU recurrent kernels, compiled once per instruction set: the fused cell
-// phases (cpu/rnn/rnn_cell.h) vectorised over the hidden units, and the
-// sequence driver (cpu/rnn/rnn_driver.h) running this build's GEMM.
+// phases (kernels/rnn_cell.h) vectorised over the hidden units, and the
+// sequence driver (kernels/rnn_driver.h) running this build's GEMM.
 //
 // Threads: for float LSTM / torch-GRU sequences of at least ~1 MFLOP per step,
 // one thread team runs the whole sequence instead of a parallel region per GEMM:
@@ -24,8 +24,8 @@
 
 #include "cpu/aligned_buf.h"
 #include "cpu/isa_entry.h"
-#include "cpu/rnn/rnn_cell.h"
-#include "cpu/rnn/rnn_driver.h"
+#include "kernels/rnn_cell.h"
+#include "kernels/rnn_driver.h"
 
 namespace fl {
 namespace FL_ISA_NS {
@@ -132,7 +132,7 @@ struct CpuBackend {
 };
 
 // ---- forward with one thread team for the whole sequence (LSTM, torch's GRU; float) -------
-// The generic driver (cpu/rnn/rnn_driver.h) runs each step's GEMM as a parallel region of its
+// The generic driver (kernels/rnn_driver.h) runs each step's GEMM as a parallel region of its
 // own and the cell after it, on one thread below kCellParallelMin: at (T, B, I, H) = (50, 32,
 // 128, 128) the forks, joins and the serial cell were a quarter of the 2-thread forward, which
 // ran slower than torch's.  Here one team lives for the whole sequence.  Each thread owns a

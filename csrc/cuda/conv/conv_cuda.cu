@@ -1,4 +1,4 @@
-// CUDA convolution, pooling and batch norm, float32 (see cpu/conv/conv_args.h).
+// CUDA convolution, pooling and batch norm, float32 (see kernels/conv_args.h).
 // Deliberately simple (compiled here, not yet run on a GPU):
 //  * conv2d: per image and group, an im2col kernel fills a column buffer
 //    [Cg*R*S, OH*OW] and the CUDA SGEMM (cuda/gemm) multiplies it, with bias
@@ -16,7 +16,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "cpu/conv/conv_args.h"
+#include "kernels/conv_args.h"
 #include "cuda/cuda_api.h"
 #include "cuda/cuda_common.cuh"
 

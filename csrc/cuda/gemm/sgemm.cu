@@ -1,4 +1,4 @@
-// GEMM on CUDA with the fused epilogue of cpu/gemm/gemm_args.h:
+// GEMM on CUDA with the fused epilogue of kernels/gemm_args.h:
 //   C = act(alpha * op(A) @ op(B) + beta * C + bias)      (row-major)
 //
 // float:  a tiled SGEMM on plain FP32 FMA (no TF32): 128x128 block tile,
@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <string>
 
-#include "cpu/gemm/gemm_args.h"
+#include "kernels/gemm_args.h"
 #include "cuda/cuda_api.h"
 #include "cuda/cuda_common.cuh"
 

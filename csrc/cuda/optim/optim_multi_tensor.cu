@@ -1,5 +1,5 @@
 // The fused multi-tensor optimizer step on CUDA: one launch applies a rule of
-// cpu/optim/optim_rules.h (instantiated here with V = float / double) to every
+// kernels/optim_rules.h (instantiated here with V = float / double) to every
 // element of every tensor of a list.  See cuda/cuda_common.cuh for the launch.
 #define FL_ISA_NS isa_cuda
 
@@ -9,7 +9,7 @@
 #include <string>
 #include <type_traits>
 
-#include "cpu/optim/optim_rules.h"
+#include "kernels/optim_rules.h"
 #include "cuda/cuda_api.h"
 #include "cuda/cuda_common.cuh"
 

@@ -1,7 +1,7 @@
-// Recurrent layers on CUDA: the fused cell phases of cpu/rnn/rnn_cell.h
+// Recurrent layers on CUDA: the fused cell phases of kernels/rnn_cell.h
 // (instantiated with V = float, one thread per hidden unit j looping over the
 // B rows, so each bias / peephole gradient column has one owner) and the
-// sequence driver of cpu/rnn/rnn_driver.h, whose products run on the CUDA
+// sequence driver of kernels/rnn_driver.h, whose products run on the CUDA
 // SGEMM (cuda::gemm_f32).  Kept simple: one launch per phase, synchronous
 // GEMMs, lengths uploaded once per call.
 //
@@ -12,8 +12,8 @@
 
 #include <vector>
 
-#include "cpu/rnn/rnn_cell.h"
-#include "cpu/rnn/rnn_driver.h"
+#include "kernels/rnn_cell.h"
+#include "kernels/rnn_driver.h"
 #include "cuda/cuda_api.h"
 #include "cuda/cuda_common.cuh"
 

@@ -1,4 +1,4 @@
-#include "cpu/optim/optim_hyper.h"
+#include "kernels/optim_hyper.h"
 
 #include <cmath>
 #include <cstdio>

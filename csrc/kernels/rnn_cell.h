@@ -20,80 +20,12 @@
 #include <cstring>
 
 #include "core/macros.h"
-#include "cpu/rnn/rnn_args.h"
-#include "cpu/vec.h"
+#include "kernels/rnn_args.h"
+#include "kernels/fast_math.h"
+#include "kernels/vec.h"
 
 namespace fl {
 namespace FL_ISA_NS {
-
-// ---- exp, sigmoid, tanh on every value type -----------------------------------------
-// float: e^x by range reduction (x = n ln2 + r, |r| <= ln2/2) and a degree-6
-// polynomial (relative error ~2e-7), the same on every float path so all ISA
-// builds agree to rounding; double: libm (the reference precision).
-namespace rnnmath {
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693359375f;
-constexpr float kLn2Lo = -2.12194440e-4f;
-constexpr float kP[6] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
-                         1.6666665459e-1f, 5.0000001201e-1f, 1.0f};
-}  // namespace rnnmath
-
-#if defined(__CUDACC__)
-FL_HD float rnn_exp(float x) { return expf(x); }
-FL_HD double rnn_exp(double x) { return exp(x); }
-FL_HD double rnn_tanh(double x) { return tanh(x); }
-#else
-FL_HD float rnn_exp(float x) {
-  using namespace rnnmath;
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float n = std::floor(x * kLog2e + 0.5f);
-  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
-  float p = kP[0];
-  for (int k = 1; k < 5; ++k) p = p * r + kP[k];
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float s;
-  std::memcpy(&s, &bits, sizeof s);
-  return p * s;
-}
-FL_HD double rnn_exp(double x) { return std::exp(x); }
-FL_HD double rnn_tanh(double x) { return std::tanh(x); }
-#endif
-
-#if defined(__AVX2__) && !defined(__AVX512F__) && !defined(__CUDACC__)
-FL_HD V8 rnn_exp(V8 xv) {
-  using namespace rnnmath;
-  __m256 x = _mm256_min_ps(_mm256_max_ps(xv.v, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), _mm256_set1_ps(0.5f)));
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
-  __m256 p = _mm256_set1_ps(kP[0]);
-  for (int k = 1; k < 5; ++k) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP[k]));
-  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-#endif
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-FL_HD V16 rnn_exp(V16 xv) {
-  using namespace rnnmath;
-  __m512 x = _mm512_min_ps(_mm512_max_ps(xv.v, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(kLog2e), _mm512_set1_ps(0.5f)),
-                                        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  __m512 p = _mm512_set1_ps(kP[0]);
-  for (int k = 1; k < 5; ++k) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kP[k]));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
-#endif
-
-// s(x) = 1 / (1 + e^-x);  tanh(x) = 2 s(2x) - 1 (absolute error ~1e-7 in float)
-template <class V> FL_HD V rnn_sigmoid(V x) { return V(1.0f) / (V(1.0f) + rnn_exp(-x)); }
-template <> FL_HD double rnn_sigmoid<double>(double x) { return 1.0 / (1.0 + rnn_exp(-x)); }
-template <class V> FL_HD V rnn_tanh(V x) { return V(2.0f) / (V(1.0f) + rnn_exp(x * V(-2.0f))) - V(1.0f); }
 
 // ---- one step, columns [j, j + Ops::width) of rows [b_lo, b_hi) (default: every row) --------
 // The bias / peephole gradient sums of those rows are added to db_ih / db_hh / dpeep.
@@ -123,12 +55,12 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
         if (a.y) Ops::store(a.y + b * a.ldy + j, zero);
         continue;
       }
-      const V i = rnn_sigmoid(Ops::load(g) + p_i * cp);
-      const V f = rnn_sigmoid(Ops::load(g + H) + p_f * cp);
-      const V gg = rnn_tanh(Ops::load(g + 2 * H));
+      const V i = fast_sigmoid(Ops::load(g) + p_i * cp);
+      const V f = fast_sigmoid(Ops::load(g + H) + p_f * cp);
+      const V gg = fast_tanh(Ops::load(g + 2 * H));
       const V c = f * cp + i * gg;
-      const V o = rnn_sigmoid(Ops::load(g + 3 * H) + p_o * c);
-      const V h = o * rnn_tanh(c);
+      const V o = fast_sigmoid(Ops::load(g + 3 * H) + p_o * c);
+      const V h = o * fast_tanh(c);
       Ops::store(g, i);
       Ops::store(g + H, f);
       Ops::store(g + 2 * H, gg);
@@ -145,7 +77,7 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
       if (a.dy) dh = dh + Ops::load(a.dy + b * a.lddy + j);
       const V i = Ops::load(g), f = Ops::load(g + H), gg = Ops::load(g + 2 * H), o = Ops::load(g + 3 * H);
       const V cp = Ops::load(a.c_prev + hj), c = Ops::load(a.c + hj);
-      const V tc = rnn_tanh(c);
+      const V tc = fast_tanh(c);
       const V d_o = dh * tc * o * (one - o);
       const V dc = Ops::load(a.dc + hj) + dh * o * (one - tc * tc) + p_o * d_o;
       const V d_f = dc * cp * f * (one - f);
@@ -167,10 +99,10 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
         continue;
       }
       const T* gh = a.gh + b * a.ldgh + j;
-      const V r = rnn_sigmoid(Ops::load(g) + Ops::load(gh));
-      const V z = rnn_sigmoid(Ops::load(g + H) + Ops::load(gh + H));
+      const V r = fast_sigmoid(Ops::load(g) + Ops::load(gh));
+      const V z = fast_sigmoid(Ops::load(g + H) + Ops::load(gh + H));
       const V q = Ops::load(gh + 2 * H);
-      const V n = rnn_tanh(Ops::load(g + 2 * H) + r * q);
+      const V n = fast_tanh(Ops::load(g + 2 * H) + r * q);
       const V h = n + z * (hp - n);
       Ops::store(g, r);
       Ops::store(g + H, z);
@@ -199,8 +131,8 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
       Ops::store(a.dh + hj, dh * z);
       acc0 = acc0 + d_r; acc1 = acc1 + d_z; acc2 = acc2 + d_n; acc3 = acc3 + d_q;
     } else if (P == RnnPhase::cho_fwd1) {
-      const V r = rnn_sigmoid(Ops::load(g));
-      const V z = rnn_sigmoid(Ops::load(g + H));
+      const V r = fast_sigmoid(Ops::load(g));
+      const V z = fast_sigmoid(Ops::load(g + H));
       Ops::store(g, r);
       Ops::store(g + H, z);
       Ops::store(a.aux + hj, r * Ops::load(a.h_prev + hj));
@@ -212,7 +144,7 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
         continue;
       }
       const V z = Ops::load(g + H);
-      const V n = rnn_tanh(Ops::load(g + 2 * H));
+      const V n = fast_tanh(Ops::load(g + 2 * H));
       const V h = n + z * (hp - n);
       Ops::store(g + 2 * H, n);
       Ops::store(a.h + hj, h);

@@ -1,7 +1,7 @@
 // Sequence-level forward and backward of one recurrent layer in one
 // direction, written once for every backend.  A Backend provides
-//   gemm(const GemmArgs<T>&)       C = alpha op(A) op(B) + beta C + bias (cpu/gemm/gemm_args.h)
-//   cell(const RnnCellArgs<T>&)    one fused cell phase over all rows (cpu/rnn/rnn_cell.h)
+//   gemm(const GemmArgs<T>&)       C = alpha op(A) op(B) + beta C + bias (kernels/gemm_args.h)
+//   cell(const RnnCellArgs<T>&)    one fused cell phase over all rows (kernels/rnn_cell.h)
 //   copy(T* dst, const T* src, n), zero(T* dst, n)
 //   prepack(slot, const GemmArgs<T>&)  op(B) packed once for the per-step GEMMs that
 //                                  multiply by the same recurrent weight, or null
@@ -23,8 +23,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cpu/gemm/gemm_args.h"
-#include "cpu/rnn/rnn_args.h"
+#include "kernels/gemm_args.h"
+#include "kernels/rnn_args.h"
 
 namespace fl {
 namespace FL_ISA_NS {

@@ -3,10 +3,10 @@
 // dispatcher (core/dispatch.cpp) picks one at import.
 #pragma once
 #include <cstdint>
-#include "cpu/gemm/gemm_args.h"
-#include "cpu/conv/conv_args.h"
-#include "cpu/optim/optim_hyper.h"
-#include "cpu/rnn/rnn_args.h"
+#include "kernels/gemm_args.h"
+#include "kernels/conv_args.h"
+#include "kernels/optim_hyper.h"
+#include "kernels/rnn_args.h"
 
 namespace fl {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "core/macros.h"
-#include "cpu/gemm/gemm_args.h"
+#include "kernels/gemm_args.h"
 
 namespace fl {
 

@@ -4,8 +4,8 @@
 // The scalar, AVX2, AVX-512 and CUDA builds all instantiate these.
 #pragma once
 #include "core/macros.h"
-#include "cpu/optim/optim_hyper.h"
-#include "cpu/vec.h"
+#include "kernels/optim_hyper.h"
+#include "kernels/vec.h"
 
 namespace fl {
 namespace FL_ISA_NS {
