@@ -33,6 +33,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("available_isas", &fl::available_isas, "Instruction-set builds this CPU can run, lowest first.");
   m.def("selected_isa", []() { return std::string(fl::selected_isa()); }, "The build in use.");
   m.def("set_isa", &fl::set_isa, "name"_a, "Use another ISA build ('scalar', 'avx2', 'avx512').");
+  m.def("matrix_features", []() {
+    const auto& f = fl::matrix_features();
+    py::dict d;
+    d["avx512_bf16"] = f.avx512_bf16;
+    d["amx_tile"] = f.amx_tile;
+    d["amx_bf16"] = f.amx_bf16;
+    d["os_tile_state"] = f.os_tile_state;
+    d["tile_permission"] = f.tile_permission;
+    return d;
+  }, "The CPU's bf16 matrix features and this process's AMX tile permission.");
   m.def("get_num_threads", &fl::num_threads);
   m.def("set_num_threads", &fl::set_num_threads, "n"_a);
   m.def("openmp_enabled", &fl::openmp_enabled);

@@ -5,6 +5,13 @@
 #include <mutex>
 
 #include "core/errors.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -26,6 +33,38 @@ bool cpu_has_avx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") && cpu_has_avx2();
+#else
+  return false;
+#endif
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// CPUID leaf 7 (sub-leaf `sub`): the structured extended feature flags.
+void cpuid7(unsigned sub, unsigned r[4]) {
+  r[0] = r[1] = r[2] = r[3] = 0;
+  unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  if (max_leaf >= 7) __cpuid_count(7, sub, r[0], r[1], r[2], r[3]);
+}
+// XCR0: which register states the OS saves (bit 17 XTILECFG, 18 XTILEDATA).
+unsigned long long read_xcr0() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;  // no OSXSAVE
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<unsigned long long>(hi) << 32) | lo;
+}
+#endif
+
+// Linux hands out the (8 KiB) tile data state only to processes that ask:
+// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), then ARCH_GET_XCOMP_PERM
+// confirms the bit.  Asked once per process, before any tile instruction.
+bool request_tile_permission() {
+#if defined(__linux__) && (defined(__x86_64__) || defined(__i386__)) && defined(SYS_arch_prctl)
+  constexpr long kGetPerm = 0x1022, kReqPerm = 0x1023, kXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kReqPerm, kXtiledata) != 0) return false;
+  unsigned long long mask = 0;
+  if (syscall(SYS_arch_prctl, kGetPerm, &mask) != 0) return false;
+  return (mask >> kXtiledata) & 1ull;
 #else
   return false;
 #endif
@@ -73,6 +112,25 @@ const std::vector<std::string>& available_isas() {
     return v;
   }();
   return isas;
+}
+
+const MatrixFeatures& matrix_features() {
+  static const MatrixFeatures f = [] {
+    MatrixFeatures m;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned r0[4], r1[4];
+    cpuid7(0, r0);
+    cpuid7(1, r1);
+    m.avx512_bf16 = cpu_has_avx512() && (r1[0] & (1u << 5));
+    m.amx_bf16 = r0[3] & (1u << 22);
+    m.amx_tile = r0[3] & (1u << 24);
+    const unsigned long long tiles = (1ull << 17) | (1ull << 18);
+    m.os_tile_state = m.amx_tile && (read_xcr0() & tiles) == tiles;
+    m.tile_permission = m.os_tile_state && request_tile_permission();
+#endif
+    return m;
+  }();
+  return f;
 }
 
 const CpuKernels& cpu_kernels() {

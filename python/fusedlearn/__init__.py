@@ -44,6 +44,7 @@ def build_info() -> dict:
         "cuda_built": bool(_C.cuda_built()),
         "cuda_runtime": _C.cuda_runtime_version() or None,
         "cuda_devices": int(_C.cuda_device_count()),
+        "bf16_matrix": dict(_C.matrix_features()),
         "openmp": bool(_C.openmp_enabled()),
         "openmp_threads": int(_C.get_num_threads()),
     }
