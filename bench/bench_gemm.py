@@ -54,6 +54,33 @@ def cpu_mhz():
     return float("nan")
 
 
+def cpu_vendor_family():
+    """(vendor_id, cpu family) from /proc/cpuinfo, e.g. ("AuthenticAMD", 25)."""
+    vendor, family = "", -1
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id") and not vendor:
+                    vendor = line.split(":")[1].strip()
+                elif line.startswith("cpu family") and family < 0:
+                    family = int(line.split(":")[1])
+    except (OSError, ValueError):
+        pass
+    return vendor, family
+
+
+def fma_issue(isa):
+    """(FMA instructions per cycle, fp32 lanes each) of this core at `isa`.
+
+    Intel cores with AVX-512 issue two 512-bit FMAs a cycle; AMD Zen 4 (family 25) has
+    two 256-bit FMA pipes and runs a 512-bit FMA as both halves, so one zmm FMA a cycle."""
+    lanes = {"avx512": 16, "avx2": 8}.get(isa, 4)
+    vendor, family = cpu_vendor_family()
+    if isa == "avx512" and vendor == "AuthenticAMD" and family == 25:
+        return 1, lanes
+    return 2, lanes
+
+
 def selected_isa():
     """The instruction set fusedlearn runs here (its build and this CPU), for the peak estimate."""
     out = subprocess.run([sys.executable, "-c", "import fusedlearn; print(fusedlearn.build_info()['selected_isa'])"],
@@ -147,10 +174,10 @@ def main():
 
     mhz = cpu_mhz()
     isa = selected_isa()
-    lanes = {"avx512": 16, "avx2": 8}.get(isa, 4)
-    flops_per_cycle = 2 * lanes * 2  # 2 FMA pipes x lanes x 2 flops
+    fmas, lanes = fma_issue(isa)
+    flops_per_cycle = fmas * lanes * 2  # FMAs a cycle x lanes x 2 flops
     print(f"cpu MHz (/proc/cpuinfo, nominal; boost clocks put >100% in reach): {mhz:.0f}; FP32 peak estimate "
-          f"({isa}: 2 FMA x {lanes} lanes x 2 flops x clock): {flops_per_cycle * mhz / 1000:.1f} GFLOP/s per core")
+          f"({isa}: {fmas} FMA x {lanes} lanes x 2 flops x clock): {flops_per_cycle * mhz / 1000:.1f} GFLOP/s per core")
     results = []
     for nt in [int(x) for x in args.threads.split(",")]:
         env = dict(os.environ)
