@@ -387,6 +387,7 @@ def write_report(out, cfg, setups, path_md: Path, path_png: Path, wall: float, q
                 lines.append(f"| {opt} ({mode}) | " + " | ".join(cells) +
                              f" | {100 * (max(means) - min(means)):.1f} |")
         lines.append("")
+    lines += _overview(summary)
     discussion = path_md.parent / "sdprop_discussion.md"
     if discussion.is_file() and not quick:  # hand-written reading of the results, kept across re-runs
         lines += [discussion.read_text().strip(), ""]
@@ -414,6 +415,30 @@ def write_report(out, cfg, setups, path_md: Path, path_png: Path, wall: float, q
     path_md.write_text("\n".join(lines))
     plot(summary, cfg, setups, path_png)
     return summary
+
+
+def _overview(summary) -> list:
+    """One row per set-up and batch size: which optimizer is ahead early, at the end and to the target."""
+    def best(entry, mode, score):
+        vals = {o: score(entry[(o, mode)]) for o in OPTIMIZERS}
+        top = max(vals.values())
+        return "/".join(o for o in OPTIMIZERS if vals[o] >= top - 1e-12), vals
+
+    def speed(v):  # fewer epochs to the target is better; seeds that never reach it count as epochs + 1
+        return -float(np.mean([e if e is not None else v["curves"].shape[1] + 1 for e in v["epochs_to"]]))
+
+    lines = ["## Overview", "",
+             "Which optimizer is ahead, by mean over seeds (ties listed together). Early: test accuracy after "
+             "the first epoch; final: after the last; speed: epochs to the target (a seed that never reaches "
+             "it counts as one epoch more than the run).", "",
+             "| set-up | batch | lr | early | final | speed |", "|---|---:|---|---|---|---|"]
+    for (name, bs), sm in summary.items():
+        for mode in ("tuned", "default"):
+            e = best(sm["entry"], mode, lambda v: float(v["curves"][:, 0].mean()))[0]
+            f = best(sm["entry"], mode, lambda v: float(v["curves"][:, -1].mean()))[0]
+            s = best(sm["entry"], mode, speed)[0]
+            lines.append(f"| `{name}` | {bs} | {mode} | {e} | {f} | {s} |")
+    return lines + [""]
 
 
 def _describe(name, s) -> str:
