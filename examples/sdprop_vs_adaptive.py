@@ -60,7 +60,7 @@ SETUPS = {
                        batch_sizes=(32, 10, 128), epochs=20),
 }
 FULL = dict(setups=("demo_fashion", "demo_mnist", "lenet5_fashion", "digits_mlp"), seeds=(0, 1, 2, 3, 4),
-            grid=(1e-4, 3e-4, 1e-3, 3e-3), target_frac=0.98, select_last=3, overrides={})
+            grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2), target_frac=0.98, select_last=3, overrides={})
 QUICK = dict(FULL, setups=("demo_fashion", "digits_mlp"), seeds=(0, 1), grid=(1e-3, 3e-3), select_last=1,
              overrides={"demo_fashion": dict(n_train=300, n_val=200, n_test=200, epochs=2),
                         "demo_mnist": dict(n_train=300, n_val=200, n_test=200, epochs=2),
@@ -234,9 +234,11 @@ def select(runs: list, last: int) -> float:
     return min(score, key=lambda lr: (-round(score[lr], 9), lr))
 
 
-def experiment(cfg: dict, setups: list, workers: int) -> dict:
+def experiment(cfg: dict, setups: list, workers: int, reuse=None) -> dict:
     """Phase 1: the grid at seed 0 and the defaults at every seed; phase 2: the tuned rates at the
-    remaining seeds (seed 0 is its tuning run, which also recorded the test curve)."""
+    remaining seeds (seed 0 is its tuning run, which also recorded the test curve).  ``reuse``: runs of an
+    earlier identical configuration (keyed by set-up, optimizer, lr, batch, seed) taken instead of rerun."""
+    reuse = reuse or {}
     phase1 = {}
     for name in setups:
         s = setup_cfg(cfg, name)
@@ -248,7 +250,9 @@ def experiment(cfg: dict, setups: list, workers: int) -> dict:
                 for seed in cfg["seeds"]:
                     j = _job(name, s, opt, DEFAULT_LR[opt], bs, seed)
                     phase1[_key(j)] = j
-    done = {_key(r): r for r in run_jobs(list(phase1.values()), _DATA, workers, "grid + defaults")}
+    done = {k: reuse[k] for k in phase1 if k in reuse}
+    todo = [j for k, j in phase1.items() if k not in done]
+    done.update({_key(r): r for r in run_jobs(todo, _DATA, workers, "grid + defaults")})
     chosen = {}
     phase2 = {}
     for name in setups:
@@ -260,11 +264,13 @@ def experiment(cfg: dict, setups: list, workers: int) -> dict:
                 chosen[f"{name}|{bs}|{opt}"] = lr
                 for seed in cfg["seeds"]:
                     j = _job(name, s, opt, lr, bs, seed)
-                    if _key(j) not in done:
+                    if _key(j) in reuse and _key(j) not in done:
+                        done[_key(j)] = reuse[_key(j)]
+                    elif _key(j) not in done:
                         phase2[_key(j)] = j
     for r in run_jobs(list(phase2.values()), _DATA, workers, "tuned rates"):
         done[_key(r)] = r
-    return dict(runs=list(done.values()), chosen=chosen)
+    return dict(runs=list(done.values()), chosen=chosen, reused=sum(_key(r) in reuse for r in done.values()))
 
 
 # ---- analysis -----------------------------------------------------------------------------------
@@ -293,7 +299,8 @@ def summarise(out: dict, cfg: dict, setups: list) -> dict:
                 for mode, lr in (("tuned", tuned), ("default", DEFAULT_LR[opt])):
                     c = curves(runs, name, opt, lr, bs, seeds)
                     entry[(opt, mode)] = dict(lr=lr, curves=c)
-            target = cfg["target_frac"] * min(entry[(o, "tuned")]["curves"][:, -1].mean() for o in OPTIMIZERS)
+            # the peak, not the last epoch: one seed collapsing at the end must not drag the target down
+            target = cfg["target_frac"] * min(entry[(o, "tuned")]["curves"].max(axis=1).mean() for o in OPTIMIZERS)
             target = math.floor(1000 * target) / 1000
             for v in entry.values():
                 v["epochs_to"] = [epochs_to(c, target) for c in v["curves"]]
@@ -340,8 +347,8 @@ def write_report(out, cfg, setups, path_md: Path, path_png: Path, wall: float, q
         "order, the data split is fixed). \"tuned\": the learning rate picked from the grid "
         f"{list(cfg['grid'])} by the validation accuracy of seed 0 (mean of the last {cfg['select_last']} "
         "epochs); \"default\": lr " + ", ".join(f"{o} {DEFAULT_LR[o]:g}" for o in OPTIMIZERS) + ". "
-        f"Target: {100 * cfg['target_frac']:.0f} % of the lowest final mean test accuracy of the three "
-        "tuned optimizers in that set-up; \"epochs to target\": the first epoch whose test accuracy reaches "
+        f"Target: {100 * cfg['target_frac']:.0f} % of the lowest of the three tuned optimizers' mean best-epoch "
+        "test accuracy in that set-up; \"epochs to target\": the first epoch whose test accuracy reaches "
         "it (mean over the seeds that did).", ""]
     if skipped:
         lines += ["Not run here: " + "; ".join(f"`{k}` ({v})" for k, v in skipped.items()) + ".", ""]
@@ -408,7 +415,9 @@ def write_report(out, cfg, setups, path_md: Path, path_png: Path, wall: float, q
         "The defaults are run at every seed whether or not they are in the grid.",
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other "
         f"jobs; fusedlearn {fl.__version__}, ISA {fl.get_isa()}, 1 thread per worker, {out['workers']} "
-        f"worker(s). Wall time of this run: {wall / 60:.1f} min.",
+        f"worker(s). Wall time of this run: {wall / 60:.1f} min"
+        + (f" ({out['reused']} of the {len(out['runs'])} runs taken from an earlier run of the same "
+           "settings with a smaller grid, `--reuse`)" if out.get("reused") else "") + ".",
         "- Reproduce: `nice -n 10 python examples/sdprop_vs_adaptive.py`; rewrite this file and the figure "
         "from the saved runs: `--from-json docs/results/sdprop.json`.", ""]
     path_md.parent.mkdir(parents=True, exist_ok=True)
@@ -482,8 +491,8 @@ def plot(summary, cfg, setups, path):
                     ax.fill_between(x, m - sd, m + sd, color=colours[opt], alpha=0.15, lw=0)
         ax.axhline(100 * sm["target"], color="0.5", lw=0.8, ls=":")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        lo = min(100 * sm["entry"][(o, "tuned")]["curves"][:, 0].mean() for o in OPTIMIZERS)
-        ax.set_ylim(max(0.0, lo - 10), None)
+        lo = max(0.0, min(100 * v["curves"].mean(axis=0).min() for v in sm["entry"].values()) - 2)
+        ax.set_ylim(lo, min(100.5, ax.get_ylim()[1]))
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{LABELS[name]}, batch {bs}", fontsize=9)
@@ -497,6 +506,7 @@ def plot(summary, cfg, setups, path):
                 f = [100 * summary[(name, b)]["entry"][(opt, mode)]["curves"][:, -1] for b in bss]
                 ax.errorbar(bss, [a.mean() for a in f], yerr=[a.std() for a in f], ls=ls, marker="o", ms=3,
                             capsize=2, color=colours[opt], label=f"{opt} {mode}")
+        ax.set_ylim(None, min(100.5, ax.get_ylim()[1]))
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(bss)
@@ -527,6 +537,24 @@ def available(cfg: dict, wanted: list, mnist_arg) -> tuple:
     return list(data), data, skipped
 
 
+def _reusable(path, cfg: dict, data: dict) -> dict:
+    """The runs of a saved sdprop.json whose set-up has the same settings and data sizes as now (a run
+    is deterministic given its key: one thread, seeded initialisation and batch order)."""
+    if path is None:
+        return {}
+    saved = json.loads(Path(path).read_text())
+    ok = {n for n in data if n in saved.get("sizes", {})
+          and saved["sizes"][n] == dict(train=len(data[n]["y"]), val=len(data[n]["yval"]), test=len(data[n]["yte"]))
+          and setup_cfg(saved["settings"], n) == setup_cfg(cfg, n)}
+    runs = {}
+    for r in saved["runs"]:
+        r["lr"] = float(r["lr"])
+        if r["setup"] in ok:
+            runs[_key(r)] = r
+    print(f"reusing {len(runs)} runs of {path}")
+    return runs
+
+
 def _from_json(obj):
     return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
@@ -540,6 +568,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-train", type=int, default=None,
                     help="cap every set-up's training / validation / test sizes (a tiny smoke run)")
     ap.add_argument("--mnist", default=None, help="directory of MNIST's IDX files (adds demo_mnist)")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="take the runs of a saved sdprop.json (same settings and data) instead of rerunning them")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="rewrite the report and figure from a saved sdprop.json instead of training")
     args = ap.parse_args(argv)
@@ -576,7 +606,7 @@ def main(argv=None) -> int:
     _DATA = data
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="sdprop_")) if args.quick else ROOT / "docs" / "results")
     t0 = time.perf_counter()
-    out = experiment(cfg, setups, max(1, args.workers))
+    out = experiment(cfg, setups, max(1, args.workers), _reusable(args.reuse, cfg, data))
     wall = time.perf_counter() - t0
     out["workers"] = max(1, args.workers)
     out["sizes"] = {n: dict(train=len(d["y"]), val=len(d["yval"]), test=len(d["yte"])) for n, d in data.items()}
@@ -584,7 +614,7 @@ def main(argv=None) -> int:
     with open(out_dir / "sdprop.json", "w") as f:
         json.dump({"settings": cfg, "setups": setups, "skipped": skipped, "wall_seconds": wall,
                    "quick": args.quick, "workers": out["workers"], "sizes": out["sizes"],
-                   "chosen": out["chosen"], "runs": out["runs"]}, f, indent=1, default=_from_json)
+                   "chosen": out["chosen"], "reused": out["reused"], "runs": out["runs"]}, f, indent=1, default=_from_json)
     write_report(out, cfg, setups, out_dir / "sdprop.md", out_dir / "sdprop.png", wall, args.quick, skipped)
     print(f"wrote {out_dir / 'sdprop.md'}, sdprop.png, sdprop.json ({wall:.0f} s)")
     return 0

@@ -100,3 +100,20 @@ def test_helpers():
         ex.make_optimizer("SGD", [], 1e-3)
     with pytest.raises(SystemExit):
         ex.main(["--setups", "nope"])
+
+
+def test_reuse_takes_every_saved_run(quick_run, tmp_path):
+    ex, out, setups, saved = quick_run
+    rc = ex.main(["--quick", "--workers", "1", "--max-train", "200", "--setups", ",".join(setups),
+                  "--out", str(tmp_path), "--reuse", str(out / "sdprop.json")])
+    assert rc == 0
+    again = json.loads((tmp_path / "sdprop.json").read_text())
+    assert again["reused"] == len(again["runs"]) == len(saved["runs"])
+    assert again["chosen"] == saved["chosen"]
+    old = {(r["setup"], r["opt"], r["lr"], r["bs"], r["seed"]): r["test_acc"] for r in saved["runs"]}
+    assert all(old[(r["setup"], r["opt"], r["lr"], r["bs"], r["seed"])] == r["test_acc"] for r in again["runs"])
+    # a different data size is not the same configuration: nothing is reused
+    rc = ex.main(["--quick", "--workers", "1", "--max-train", "150", "--setups", "digits_mlp",
+                  "--out", str(tmp_path / "other"), "--reuse", str(out / "sdprop.json")])
+    assert rc == 0
+    assert json.loads((tmp_path / "other" / "sdprop.json").read_text())["reused"] == 0
