@@ -117,7 +117,7 @@ def test_isas_agree_on_large_list(case):
 
 
 def test_sdprop_paper_test_vector(isa):
-    """algorithms.md section 1: lr 1e-3, gamma 0.99, eps 1e-8, theta0 0.5, gradients 1, 2, -1."""
+    """docs/math/optimizers.md, SDProp worked example: lr 1e-3, gamma 0.99, eps 1e-8, theta0 0.5, gradients 1, 2, -1."""
     expect = [(0.01, 0.0099, 0.4989949623), (0.0299, 0.04900599, 0.4977204855),
               (0.019601, 0.0590168008, 0.4984298961)]
     for dtype, tol in ((np.float64, 1e-10), (np.float32, 1e-6)):

@@ -124,7 +124,7 @@ AccsgdHyper make_accsgd_hyper(double lr, double kappa, double xi, double small_c
   check(small_const > 0.0 && small_const <= 1.0, "small_const", small_const, "must be in (0, 1]");
   check_wd(weight_decay);
   // Kidambi et al.'s two-sequence recurrence is exactly quasi-hyperbolic
-  // momentum with these constants (algorithms.md section 5).
+  // momentum with these constants (derived in docs/math/optimizers.md, AccSGD).
   const double e = small_const;
   AccsgdHyper h;
   h.eta = lr * e * (1.0 + xi) / (1.0 + e);

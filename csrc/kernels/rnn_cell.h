@@ -6,7 +6,7 @@
 // builds all instantiate these functions (see cpu/rnn/rnn_kernels.cpp and
 // cuda/rnn/rnn_cuda.cu).
 //
-// Equations (algorithms.md section 8; torch's gate order):
+// Equations (docs/math/rnn.md; torch's gate order), forward:
 //   LSTM (Greff et al., optional peepholes p_i, p_f, p_o; without them p = 0)
 //     i = s(a_i + p_i c_{t-1})  f = s(a_f + p_f c_{t-1})  g = tanh(a_g)
 //     c_t = f c_{t-1} + i g     o = s(a_o + p_o c_t)       h_t = o tanh(c_t)
@@ -15,6 +15,23 @@
 //   GRU, Cho et al. (reset before):
 //     r = s(a_r)  z = s(a_z)  n = tanh(x_n + U_n (r h_{t-1}) + b_n)  h_t = same
 // where a_* is the sum of both matrix products and both biases.
+//
+// Backward (d_x: dL/d(pre-activation of x); dh = dL/dh_t from step t+1 plus dy_t):
+//   LSTM    d_o = dh tanh(c_t) o (1-o)
+//           dc  = dc_t(from t+1) + dh o (1 - tanh^2 c_t) + p_o d_o
+//           d_f = dc c_{t-1} f (1-f)   d_i = dc g i (1-i)   d_g = dc i (1 - g^2)
+//           dc_{t-1} = dc f + p_i d_i + p_f d_f        dh <- 0 (the driver adds dgates W_hh)
+//           db_{i,f,g,o} += d_{i,f,g,o} (both biases)
+//           dp_i += c_{t-1} d_i   dp_f += c_{t-1} d_f   dp_o += c_t d_o
+//   GRU, reset after:
+//           d_n = dh (1-z) (1-n^2)   d_z = dh (h_{t-1} - n) z (1-z)
+//           dq  = r d_n              d_r = d_n q r (1-r)
+//           dh <- dh z (the driver adds [d_r, d_z] W_hrz + dq W_hn)
+//           db_ih += [d_r, d_z, d_n]   db_hh += [d_r, d_z, dq]
+//   GRU, Cho et al. (two phases around the driver's d(r h) = d_n U_n):
+//     bwd1  d_n, d_z as above; dh <- dh z
+//     bwd2  d_r = d(r h) h_{t-1} r (1-r);  dh += d(r h) r (the driver then adds [d_r, d_z] U_rz)
+//           db_ih, db_hh += [d_r, d_z, d_n]
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -34,8 +51,12 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
   using V = typename Ops::V;
   const int64_t H = a.H;
   const V zero = Ops::set1(0.0), one = Ops::set1(1.0);
-  // per-column accumulators of the bias / peephole gradients (over the rows)
-  V acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero, acc4 = zero, acc5 = zero, acc6 = zero;
+  // per-column sums over the rows of the bias / peephole gradients (a phase uses its own):
+  // LSTM: db_i, db_f, db_g, db_o (both biases) and dp_i, dp_f, dp_o (peepholes);
+  // the GRUs: db_r, db_z, db_n (both biases; reset after: the input-side n bias only) and,
+  // reset after, db_hn (sum of dq, the hidden-side n bias)
+  V db_i = zero, db_f = zero, db_g = zero, db_o = zero, dp_i = zero, dp_f = zero, dp_o = zero;
+  V db_r = zero, db_z = zero, db_n = zero, db_hn = zero;
   V p_i = zero, p_f = zero, p_o = zero;
   if ((P == RnnPhase::lstm_fwd || P == RnnPhase::lstm_bwd) && a.peep) {
     p_i = Ops::load(a.peep + j);
@@ -89,8 +110,8 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
       Ops::store(g + H, d_f);
       Ops::store(g + 2 * H, d_g);
       Ops::store(g + 3 * H, d_o);
-      acc0 = acc0 + d_i; acc1 = acc1 + d_f; acc2 = acc2 + d_g; acc3 = acc3 + d_o;
-      acc4 = acc4 + cp * d_i; acc5 = acc5 + cp * d_f; acc6 = acc6 + c * d_o;
+      db_i = db_i + d_i; db_f = db_f + d_f; db_g = db_g + d_g; db_o = db_o + d_o;
+      dp_i = dp_i + cp * d_i; dp_f = dp_f + cp * d_f; dp_o = dp_o + c * d_o;
     } else if (P == RnnPhase::gru_fwd) {
       const V hp = Ops::load(a.h_prev + hj);
       if (!active) {
@@ -129,7 +150,7 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
       Ops::store(g + 2 * H, d_n);
       Ops::store(a.aux + hj, d_q);
       Ops::store(a.dh + hj, dh * z);
-      acc0 = acc0 + d_r; acc1 = acc1 + d_z; acc2 = acc2 + d_n; acc3 = acc3 + d_q;
+      db_r = db_r + d_r; db_z = db_z + d_z; db_n = db_n + d_n; db_hn = db_hn + d_q;
     } else if (P == RnnPhase::cho_fwd1) {
       const V r = fast_sigmoid(Ops::load(g));
       const V z = fast_sigmoid(Ops::load(g + H));
@@ -162,14 +183,14 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
       Ops::store(g + H, d_z);
       Ops::store(g + 2 * H, d_n);
       Ops::store(a.dh + hj, dh * z);
-      acc1 = acc1 + d_z; acc2 = acc2 + d_n;
+      db_z = db_z + d_z; db_n = db_n + d_n;
     } else if (P == RnnPhase::cho_bwd2) {
       if (!active) continue;  // gates already zero, dh passes through
       const V r = Ops::load(g), drh = Ops::load(a.aux + hj), hp = Ops::load(a.h_prev + hj);
       const V d_r = drh * hp * r * (one - r);
       Ops::store(g, d_r);
       Ops::store(a.dh + hj, Ops::load(a.dh + hj) + drh * r);
-      acc0 = acc0 + d_r;
+      db_r = db_r + d_r;
     }
   }
   // fold the column sums into the (accumulated) bias / peephole gradients
@@ -177,18 +198,18 @@ FL_HD void rnn_cell_cols(const RnnCellArgs<T>& a, int64_t j, int64_t b_lo = 0, i
     if (base) Ops::store(base + off + j, Ops::load(base + off + j) + v);
   };
   if (P == RnnPhase::lstm_bwd) {
-    add(a.db_ih, 0, acc0); add(a.db_ih, H, acc1); add(a.db_ih, 2 * H, acc2); add(a.db_ih, 3 * H, acc3);
-    add(a.db_hh, 0, acc0); add(a.db_hh, H, acc1); add(a.db_hh, 2 * H, acc2); add(a.db_hh, 3 * H, acc3);
-    add(a.dpeep, 0, acc4); add(a.dpeep, H, acc5); add(a.dpeep, 2 * H, acc6);
+    add(a.db_ih, 0, db_i); add(a.db_ih, H, db_f); add(a.db_ih, 2 * H, db_g); add(a.db_ih, 3 * H, db_o);
+    add(a.db_hh, 0, db_i); add(a.db_hh, H, db_f); add(a.db_hh, 2 * H, db_g); add(a.db_hh, 3 * H, db_o);
+    add(a.dpeep, 0, dp_i); add(a.dpeep, H, dp_f); add(a.dpeep, 2 * H, dp_o);
   } else if (P == RnnPhase::gru_bwd) {
-    add(a.db_ih, 0, acc0); add(a.db_ih, H, acc1); add(a.db_ih, 2 * H, acc2);
-    add(a.db_hh, 0, acc0); add(a.db_hh, H, acc1); add(a.db_hh, 2 * H, acc3);
+    add(a.db_ih, 0, db_r); add(a.db_ih, H, db_z); add(a.db_ih, 2 * H, db_n);
+    add(a.db_hh, 0, db_r); add(a.db_hh, H, db_z); add(a.db_hh, 2 * H, db_hn);
   } else if (P == RnnPhase::cho_bwd1) {
-    add(a.db_ih, H, acc1); add(a.db_ih, 2 * H, acc2);
-    add(a.db_hh, H, acc1); add(a.db_hh, 2 * H, acc2);
+    add(a.db_ih, H, db_z); add(a.db_ih, 2 * H, db_n);
+    add(a.db_hh, H, db_z); add(a.db_hh, 2 * H, db_n);
   } else if (P == RnnPhase::cho_bwd2) {
-    add(a.db_ih, 0, acc0);
-    add(a.db_hh, 0, acc0);
+    add(a.db_ih, 0, db_r);
+    add(a.db_hh, 0, db_r);
   }
 }
 

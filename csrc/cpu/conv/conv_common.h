@@ -17,6 +17,7 @@
 
 #include "kernels/conv_args.h"
 #include "cpu/isa_entry.h"
+#include "cpu/team.h"
 
 namespace fl {
 namespace FL_ISA_NS {
@@ -41,42 +42,6 @@ template <class T>
 T* zeros64(std::vector<T>& v, size_t n) {
   v.assign(n + 64 / sizeof(T), T(0));
   return align64(v.data());
-}
-
-// ---- threading: a team over items with dynamic hand-out (noisy machines) ------------
-inline int team_size(int64_t items) {
-  int nt = configured_threads();
-#ifdef _OPENMP
-  if (omp_in_parallel()) return 1;
-#else
-  nt = 1;
-#endif
-  return int(std::max<int64_t>(1, std::min<int64_t>(nt, items)));
-}
-
-// Runs body(thread, nthreads) on nt threads; an exception in any thread is
-// rethrown here after the team ends (never escapes an OpenMP region).
-template <class Body>
-void run_team(int nt, Body&& body) {
-  if (nt <= 1) {
-    body(0, 1);
-    return;
-  }
-  std::exception_ptr err = nullptr;
-  std::atomic<bool> failed{false};
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nt)
-  {
-    try {
-      body(omp_get_thread_num(), omp_get_num_threads());
-    } catch (...) {
-      if (!failed.exchange(true)) err = std::current_exception();
-    }
-  }
-#else
-  body(0, 1);
-#endif
-  if (err) std::rethrow_exception(err);
 }
 
 // ---- GEMM through this build's table ---------------------------------------------------

@@ -402,11 +402,11 @@ void dw_backward_plane(const ConvArgs<T>& a, int64_t n, int64_t c, T* dw_part, T
 }
 
 // ---- drivers -----------------------------------------------------------------------------------
-// Threads for a convolution of this size: below ~4 MFLOP one thread (waking a
-// team costs more, and far more on a loaded machine).
+// Threads for a convolution of this size (cpu/team.h): a thread pays for
+// itself at ~2 MFLOP.
 int conv_team(const ConvShape& p, int64_t items) {
   const double flops = 2.0 * double(p.N) * double(p.K) * double(p.OH * p.OW) * double(p.Cg() * p.R * p.S);
-  return flops < 4.0e6 ? 1 : team_size(items);
+  return team_for(items, flops, 2.0e6);
 }
 
 // ---- direct convolution for tiny reductions (the first layer of a CNN) -------------------------

@@ -22,8 +22,7 @@ using namespace conv_common;
 // ---- pooling ----------------------------------------------------------------------------------
 template <class Body>
 void for_planes(int64_t planes, int64_t work_per_plane, Body&& body) {
-  // a team only when there is enough work to pay for waking it
-  const int nt = planes * work_per_plane >= (1 << 18) ? team_size(planes) : 1;
+  const int nt = team_for(planes, double(planes) * double(work_per_plane), double(1 << 17));
   std::atomic<int64_t> next{0};
   run_team(nt, [&](int, int) {
     for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < planes;) body(i);

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <type_traits>
 #include "cpu/isa_entry.h"
-#include "cpu/parallel_ranges.h"
+#include "cpu/team.h"
 #include "kernels/vec.h"
 
 namespace fl {

@@ -54,6 +54,7 @@
 #include "cpu/transpose8x8.h"
 #include "cpu/gemm/gemm_micro.h"
 #include "cpu/isa_entry.h"
+#include "cpu/team.h"
 
 namespace fl {
 namespace FL_ISA_NS {
@@ -174,16 +175,10 @@ void scale_only(const GemmArgs<T>& g) {
   if (epi) epi(g, 0, 0, g.M, g.N);
 }
 
+// Threads for a product (cpu/team.h): a thread pays for itself at ~1 MFLOP.
 int gemm_threads(int64_t M, int64_t N, int64_t K) {
-  int nt = configured_threads();
-#ifdef _OPENMP
-  if (omp_in_parallel()) return 1;
-#endif
-  // below ~2 MFLOP a second thread costs more (wake-up, barriers) than it saves
   const double flops = 2.0 * double(M) * double(N) * double(K);
-  if (flops < 2.0e6) return 1;
-  const int by_work = int(std::max(1.0, flops / 1.0e6));
-  return std::max(1, std::min(nt, by_work));
+  return team_for(INT64_MAX, flops, 1.0e6);
 }
 
 // ---- packing buffers: 64-byte aligned, grown on demand, reused per thread (cpu/aligned_buf.h) ----
@@ -340,18 +335,6 @@ inline void split_range(int64_t units, int t, int n, int64_t& lo, int64_t& hi) {
   hi = units * (t + 1) / n;
 }
 
-// body(thread, threads) on a team of nt OpenMP threads (or inline for nt == 1).
-template <class Body>
-void run_team(int nt, Body& body) {
-#ifdef _OPENMP
-  if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-    body(omp_get_thread_num(), omp_get_num_threads());
-    return;
-  }
-#endif
-  body(0, 1);
-}
 
 // Cache blocking: the micro-kernel's defaults, or FUSEDLEARN_GEMM_MC / _KC / _NC
 // from the environment (read once; for tuning on other machines).

@@ -4,7 +4,7 @@
 #include <type_traits>
 #include "cpu/isa_entry.h"
 #include "kernels/optim_rules.h"
-#include "cpu/parallel_ranges.h"
+#include "cpu/team.h"
 
 namespace fl {
 namespace FL_ISA_NS {

@@ -24,6 +24,7 @@
 
 #include "cpu/aligned_buf.h"
 #include "cpu/isa_entry.h"
+#include "cpu/team.h"
 #include "kernels/rnn_cell.h"
 #include "kernels/rnn_driver.h"
 
@@ -77,21 +78,12 @@ template <class T>
 void rnn_cell(const RnnCellArgs<T>& a) {
   const RangeFn<T> fn = pick_phase<T>(a.phase);
   if (!fn || a.B <= 0 || a.H <= 0) return;
-#ifdef _OPENMP
-  int nt = configured_threads();
-  if (nt > 1 && a.B * a.H >= kCellParallelMin && !omp_in_parallel()) {
-    const int64_t chunks = (a.H + 15) / 16;  // 64-byte column blocks
-    nt = int(std::min<int64_t>(nt, chunks));
-#pragma omp parallel num_threads(nt)
-    {
-      const int64_t k = omp_get_thread_num(), n = omp_get_num_threads();
-      const int64_t j0 = std::min(a.H, chunks * k / n * 16), j1 = std::min(a.H, chunks * (k + 1) / n * 16);
-      if (j0 < j1) fn(a, j0, j1);
-    }
-    return;
-  }
-#endif
-  fn(a, 0, a.H);
+  const int64_t chunks = (a.H + 15) / 16;  // 64-byte column blocks
+  const int nt = a.B * a.H >= kCellParallelMin ? team_size(chunks) : 1;
+  run_team(nt, [&](int k, int n) {
+    const int64_t j0 = std::min(a.H, chunks * k / n * 16), j1 = std::min(a.H, chunks * (k + 1) / n * 16);
+    if (j0 < j1) fn(a, j0, j1);
+  });
 }
 
 // Packed recurrent weights, kept per thread between calls (each call repacks:
@@ -150,31 +142,12 @@ int team_threads(const RnnSeqArgs<float>& a) {
   if (a.cell == RnnCell::gru_cho || omp_in_parallel() || a.T <= 0 || a.B <= 0 || a.H < 16) return 1;
   // below ~1 MFLOP per step the generic path's single thread is as fast
   if (2.0 * double(a.B) * double(rnn_gate_count(a.cell) * a.H) * double(a.H + a.I) < 1.0e6) return 1;
-  return int(std::min<int64_t>(configured_threads(), (a.H + 15) / 16));
+  return team_size((a.H + 15) / 16);
 #else
   (void)a;
   return 1;
 #endif
 }
-
-// Runs fn, keeping the first exception for the caller: none may leave an OpenMP region, and
-// every thread must still meet every barrier (after a failure the others skip their work).
-struct TeamGuard {
-  std::exception_ptr err = nullptr;
-  std::atomic<bool> failed{false};
-  template <class Fn>
-  void operator()(Fn&& fn) {
-    if (failed.load(std::memory_order_relaxed)) return;
-    try {
-      fn();
-    } catch (...) {
-      if (!failed.exchange(true)) err = std::current_exception();
-    }
-  }
-  void rethrow() {
-    if (err) std::rethrow_exception(err);
-  }
-};
 
 // op(B) of `w` packed into this thread's buffer tl_team_w[slot] (pack_b_into).
 const float* team_pack_b(int slot, const GemmArgs<float>& w) { return pack_b_into(tl_team_w[slot], w); }
@@ -193,9 +166,7 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd);
   const int64_t panels = (GH + kTeamPanel - 1) / kTeamPanel, blocks16 = (H + 15) / 16;
   TeamGuard guard;
-#pragma omp parallel num_threads(nt)
-  {
-    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+  run_team(nt, [&](int k, int n) {
     // gate columns [c0, c1) for the products, hidden units [j0, j1) for the cell
     const int64_t c0 = std::min(GH, panels * k / n * kTeamPanel), c1 = std::min(GH, panels * (k + 1) / n * kTeamPanel);
     const int64_t j0 = std::min(H, blocks16 * k / n * 16), j1 = std::min(H, blocks16 * (k + 1) / n * 16);
@@ -234,7 +205,7 @@ void rnn_forward_team(const RnnSeqArgs<float>& a, int nt) {
       if (j1 > j0) guard([&] { cell_fn(c, j0, j1); });
 #pragma omp barrier
     }
-  }
+  });
   guard.rethrow();
   rnn_detail::final_states(a, be);
 }
@@ -256,9 +227,7 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_bwd : RnnPhase::gru_bwd);
   const int64_t blocks16 = (H + 15) / 16;
   TeamGuard guard;
-#pragma omp parallel num_threads(nt)
-  {
-    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+  run_team(nt, [&](int k, int n) {
     const int64_t j0 = std::min(H, blocks16 * k / n * 16), j1 = std::min(H, blocks16 * (k + 1) / n * 16);
     const int64_t nj = j1 - j0;
     const int64_t K0 = lstm ? GH : 2 * H;  // the gate rows of W_hh whose gradients the gates hold
@@ -289,7 +258,7 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
                                         pw1));
       });
     }
-  }
+  });
   guard.rethrow();
   rnn_detail::input_and_weight_grads(a, be);  // threaded by the GEMM itself
 }
@@ -332,9 +301,7 @@ void rnn_forward_rows(const RnnSeqArgs<float>& a, int nt) {
       I > 0 ? team_pack_b(1, mm<float>(B, GH, I, nullptr, I, false, a.w_ih, I, true, nullptr, GH, 0.0f)) : nullptr;
   const RangeFn<float> cell_fn = pick_phase<float>(lstm ? RnnPhase::lstm_fwd : RnnPhase::gru_fwd);
   TeamGuard guard;
-#pragma omp parallel num_threads(nt)
-  {
-    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+  run_team(nt, [&](int k, int n) {
     const int64_t b0 = B * k / n, nb = B * (k + 1) / n - b0;
     RnnCellArgs<float> c0;
     c0.H = H; c0.ldg = GH; c0.peep = a.peep; c0.ldy = a.ldy;
@@ -354,7 +321,7 @@ void rnn_forward_rows(const RnnSeqArgs<float>& a, int nt) {
         cell_fn(c, 0, H);
       }
     });
-  }
+  });
   guard.rethrow();
   rnn_detail::final_states(a, be);
 }
@@ -375,9 +342,7 @@ void rnn_backward_rows(const RnnSeqArgs<float>& a, int nt) {
   const int64_t psz = 2 * GH + 3 * H;
   std::vector<float> partial(size_t(nt * psz), 0.0f);
   TeamGuard guard;
-#pragma omp parallel num_threads(nt)
-  {
-    const int k = omp_get_thread_num(), n = omp_get_num_threads();
+  run_team(nt, [&](int k, int n) {
     const int64_t b0 = B * k / n, nb = B * (k + 1) / n - b0;
     float* mine = partial.data() + k * psz;
     RnnCellArgs<float> c0;
@@ -400,7 +365,7 @@ void rnn_backward_rows(const RnnSeqArgs<float>& a, int nt) {
               mm<float>(nb, H, H, c.aux, H, false, a.w_hh + 2 * H * H, H, false, c0.dh, H, 1.0f), pw1));
       }
     });
-  }
+  });
   guard.rethrow();
   for (int k = 0; k < nt; ++k) {  // the partial sums, in thread order (deterministic)
     const float* p = partial.data() + k * psz;

@@ -4,7 +4,7 @@ Every generator is seeded (``seed``: an int, ``None`` or a ``numpy.random.Genera
 and returns time-major arrays ``[T, N, ...]`` as ``torch.nn.GRU`` / ``LSTM`` expect by
 default (``batch_first=True`` gives ``[N, T, ...]``).
 
-* :func:`mackey_glass` — the delay differential equation of algorithms.md §7, RK4;
+* :func:`mackey_glass` — the delay differential equation of docs/math/sequences.md, RK4;
 * :func:`adding_problem` — sum the two marked numbers of a long sequence;
 * :func:`copy_task` — reproduce a short symbol string after a long blank delay;
 * :func:`char_text` / :func:`batchify` — a text file as integer codes, cut into
@@ -44,7 +44,7 @@ def _positive(value, name: str, who: str) -> float:
 def mackey_glass(n: int, tau: float = 17.0, *, a: float = 0.2, b: float = 0.1, power: float = 10.0,
                  dt: float = 0.1, x0: float = 1.2, discard: int = 0, sample_step: float = 1.0,
                  dtype=np.float64) -> np.ndarray:
-    """``n`` samples of the Mackey-Glass series (algorithms.md §7)::
+    """``n`` samples of the Mackey-Glass series (docs/math/sequences.md)::
 
         dx/dt = a x(t - tau) / (1 + x(t - tau)^power) - b x(t),   a = 0.2, b = 0.1, tau = 17
 

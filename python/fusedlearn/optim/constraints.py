@@ -1,7 +1,7 @@
 """Constraints applied to parameters after each optimizer step.
 
 :class:`GRUSpectralConstraint` — Kanai, Fujiwara & Iwamura, "Preventing gradient explosions
-in gated recurrent units", NIPS 2017 (algorithms.md §2).
+in gated recurrent units", NIPS 2017 (docs/math/gru_constraint.md).
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def _targets_of(obj, prefix: str = "") -> list:
 
 class GRUSpectralConstraint:
     """Keep the largest singular value of each GRU's candidate-state recurrent matrix
-    at most ``2 - delta`` (Kanai et al., NIPS 2017; algorithms.md §2).
+    at most ``2 - delta`` (Kanai et al., NIPS 2017; docs/math/gru_constraint.md §1-2).
 
     Why 2: at the fixed point h = 0 (no input, zero biases) r = z = 1/2 and the
     Jacobian of one GRU step is ``J = I/2 + W/4`` with ``W`` the candidate-state
@@ -99,7 +99,7 @@ class GRUSpectralConstraint:
     layer and direction, i.e. ``W_hn`` in torch's convention (``reset_after=True``,
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))) and ``U`` in Cho et al.'s
     (``reset_after=False``, n = tanh(W_in x + U (r * h) + b)).  The paper writes
-    Cho's form; for both the Jacobian at 0 is ``I/2 + W/4`` (algorithms.md §8,
+    Cho's form; for both the Jacobian at 0 is ``I/2 + W/4`` (docs/math/gru_constraint.md §1,
     checked by finite differences), so the same block is constrained under both
     conventions.  The gate matrices (rows 0:2H) and the biases are left free.
 
@@ -132,7 +132,7 @@ class GRUSpectralConstraint:
     (fusedlearn ``Parameter``, CPU torch tensor or numpy array), a square
     ``[H, H]`` matrix (constrained whole), or a list of them.  ``delta``: the
     margin below 2 (0.2, i.e. a threshold of 1.8, as the reimplementation
-    cited in algorithms.md §2 uses; the paper's own grid was not retrieved).
+    named in docs/math/gru_constraint.md §2 uses; the paper's own grid was not retrieved).
     ``optimizer``: when given, :meth:`attach` wraps its ``step`` so the
     constraint runs after every step.
 

@@ -213,7 +213,7 @@ class LayerwiseWeightDecay(_WeightDecay):
     inputs: it back-propagates a random output gradient (i.i.d. normal, of the size a
     mean-reduced loss gives), which measures how the network itself scales gradients between
     layers without labels.  The paper's own estimator of the adjacent ratios was not available
-    (algorithms.md 3, MED confidence); both are empirical readings of it.
+    (docs/math/weight_decay_adversarial.md §1); both are empirical readings of it.
 
     **Fixed or re-estimated.**  By default the coefficients are computed once, here, from the
     initialised network, as the patent describes.  ``reestimate_every=k`` (optimizer steps) or

@@ -7,7 +7,7 @@ For a ``Sequential`` model split at ``k``, ``h = model[:k](x)`` and ``g = model[
     L  = loss(g(h), y) + weight * loss(g(h + r*), y)
 
 ``r*`` is found by the power iteration of virtual adversarial training (Miyato et al.), an
-assumption: the paper's solver was not available (algorithms.md 4, MED/LOW confidence).
+assumption: the paper's solver was not available (docs/math/weight_decay_adversarial.md §2).
 """
 from __future__ import annotations
 
