@@ -252,7 +252,7 @@ def _check_head_output(h: Module, sample: np.ndarray, y, stage: int) -> None:
 
 def cascade(blocks, head, loss, optimizer, train, val=None, *, epochs_per_stage, batch_size: int = 64,
             scheduler=None, callbacks=(), seed=0, progress: bool = True, max_memory_bytes: int | None = None,
-            cache_dir=None, pseudo_batch_size: int = 1024, history_path=None, plot_path=None,
+            cache_dir=None, pseudo_batch_size: int = 256, history_path=None, plot_path=None,
             shuffle: bool = True, drop_last: bool = False) -> CascadeResult:
     """Train ``blocks`` by deep cascade learning; returns a :class:`CascadeResult` ``(model, histories, stages)``.
 
@@ -261,8 +261,9 @@ def cascade(blocks, head, loss, optimizer, train, val=None, *, epochs_per_stage,
     ``head``: a factory ``head(shape) -> Module`` given the per-sample output shape of the
     stage's block (e.g. :func:`default_head`); ``None`` means
     ``default_head(max(y) + 1, generator=seed)`` for class-index targets.  ``optimizer``: a
-    factory ``optimizer(params) -> Optimizer`` called for each stage with the parameters of its block and head (so every stage starts
-    at the initial learning rate, as in the authors' code); ``scheduler``: an optional
+    factory ``optimizer(params) -> Optimizer`` called for each stage with the parameters of
+    its block and head (so every stage starts at the initial learning rate, as in the
+    authors' code); ``scheduler``: an optional
     factory ``scheduler(optimizer)``, one scheduler per stage.  ``loss``, ``batch_size``,
     ``shuffle``, ``drop_last`` and ``progress`` go to :func:`fit` unchanged;
     ``callbacks``: a sequence given to every stage, or a factory ``callbacks(stage)``
@@ -275,7 +276,8 @@ def cascade(blocks, head, loss, optimizer, train, val=None, *, epochs_per_stage,
     validation together) stay in memory up to ``max_memory_bytes`` (default: a quarter of
     the physical memory), else in ``numpy.memmap`` files in a temporary directory under
     ``cache_dir`` (default: the system's), removed at the end or on failure.
-    ``pseudo_batch_size``: samples per forward call of a frozen block.
+    ``pseudo_batch_size``: samples per forward call of a frozen block (256, as fit's
+    evaluation: the activations of that many samples are the pass's working memory).
 
     ``history_path`` / ``plot_path``: written per stage by :func:`fit`, with ``{stage}``
     (1-based) formatted into the path, or ``_stage<k>`` put before the extension.
