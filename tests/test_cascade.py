@@ -76,6 +76,50 @@ def test_frozen_blocks_unchanged_bitwise_cnn_with_batchnorm(digits_img):
     assert res.stages[1]["input_shape"] == (8, 4, 4) and res.stages[1]["output_shape"] == (16, 4, 4)
 
 
+
+def held_arrays(module):
+    """The private array attributes (forward caches for backward) of every layer of ``module``."""
+    out = []
+    for name, m in module.named_modules():
+        for k, v in vars(m).items():
+            if k.startswith("_") and k not in ("_parameters", "_buffers", "_modules") and \
+                    (isinstance(v, np.ndarray) or (isinstance(v, (tuple, list)) and
+                                                   any(isinstance(e, np.ndarray) for e in v))):
+                out.append(f"{name}.{k}")
+    return out
+
+
+def test_only_the_stage_being_trained_holds_activations_and_grads(digits_img):
+    blocks = cnn_blocks() + [nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, generator=5), nn.ReLU(),
+                                           nn.AdaptiveAvgPool2d(2), nn.Flatten())]
+    seen = []
+
+    def cbs(stage):
+        def on_train_begin(state):  # the frozen blocks and the ones still to come hold nothing
+            seen.append([(j, held_arrays(b), [p.grad is not None for p in b.parameters()])
+                         for j, b in enumerate(blocks) if j != stage])
+
+        def on_epoch_end(epoch, logs, state):  # the one being trained does (the check can fail)
+            seen.append([(stage, held_arrays(blocks[stage]) != [], None)])
+        return [LambdaCallback(on_train_begin=on_train_begin, on_epoch_end=on_epoch_end)]
+
+    res = cascade(blocks, default_head(10, generator=1), nn.CrossEntropyLoss(), sgd(), small(digits_img[0], 200),
+                  small(digits_img[1], 50), epochs_per_stage=1, batch_size=32, callbacks=cbs,
+                  max_memory_bytes=0, progress=False)
+    assert len(seen) == 6
+    for begin, during in zip(seen[::2], seen[1::2]):
+        assert all(arrays == [] and not any(grads) for _, arrays, grads in begin), begin
+        assert during[0][1] is True
+    assert held_arrays(res.model) == []
+    assert all(p.grad is None for p in res.model.parameters())
+    # the parameters stay trainable: the model fine-tunes end-to-end with fit, through every block
+    # (a conv bias before BatchNorm gets a zero gradient, so look at the weights)
+    before = [m.weight.data.copy() for m in res.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    fl.train.fit(res.model, nn.CrossEntropyLoss(), optim.SGD(list(res.model.parameters()), lr=0.01),
+                 small(digits_img[0], 64), epochs=1, batch_size=32, progress=False)
+    after = [m.weight.data for m in res.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(after) == 4 and all(not np.array_equal(a, b) for a, b in zip(before, after))
+
 def test_model_is_blocks_plus_last_head(digits):
     blocks = mlp_blocks()
     res = cascade(blocks, None, nn.CrossEntropyLoss(), sgd(), small(digits[0], 300), epochs_per_stage=1,

@@ -153,6 +153,29 @@ def _probe_chain(blocks: list, x: np.ndarray, what: str) -> list:
     return shapes
 
 
+def _holds_array(value) -> bool:
+    if isinstance(value, np.ndarray):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(_holds_array(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_array(v) for v in value.values())
+    return False
+
+
+def _release_activations(module: Module) -> None:
+    """Drop what every layer of ``module`` kept from its last forward call for its backward
+    (inputs, outputs, masks, pooling indices: private attributes holding arrays; parameters
+    and buffers stay).  A frozen block or a discarded head never runs backward again, so
+    only the stage being trained holds activations; the kept inputs can also be views of a
+    memory-mapped pseudo-input file, which would keep its pages mapped after its removal."""
+    for m in module.modules():
+        keep = {"_parameters", "_buffers", "_modules", *m._parameters, *m._buffers, *m._modules}
+        for name, value in list(vars(m).items()):
+            if name.startswith("_") and name not in keep and _holds_array(value):
+                object.__setattr__(m, name, None)
+
+
 class _PseudoInputs:
     """The pseudo-input arrays of the current stage (train and validation), in memory or memory-mapped."""
 
@@ -348,6 +371,8 @@ def cascade(blocks, head, loss, optimizer, train, val=None, *, epochs_per_stage,
     in_shapes = [tuple(train.x.shape[1:])] + _probe_chain(blocks, np.asarray(train.x), "train")
     if val is not None:
         _probe_chain(blocks, np.asarray(val.x), "val")
+    for b in blocks:
+        _release_activations(b)
     n = len(blocks)
     cache = _PseudoInputs(budget, cache_dir)
     histories, stages = [], []
@@ -361,11 +386,14 @@ def cascade(blocks, head, loss, optimizer, train, val=None, *, epochs_per_stage,
                 prev = blocks[i - 1]
                 new_tr, new_va, where, nbytes = _pseudo_inputs(prev, x_tr, x_va, cache, i, pseudo_batch_size)
                 x_tr, x_va = new_tr, new_va  # drops the last stage's arrays
+                _release_activations(prev)
                 cache.release(i - 1)
                 pseudo_time = time.perf_counter() - t0
             head_module = _make_head(head, in_shapes[i + 1], i)
             block.eval()
             _check_head_output(head_module, np.asarray(block(x_tr[:2])), train.y, i)
+            _release_activations(block)
+            _release_activations(head_module)
             stage_model = Sequential(block, head_module)
             params = list(stage_model.parameters())
             opt = optimizer(params)
@@ -386,7 +414,8 @@ def cascade(blocks, head, loss, optimizer, train, val=None, *, epochs_per_stage,
                        shuffle=shuffle, drop_last=drop_last)
             train_time = time.perf_counter() - t0
             block.eval()  # frozen: BatchNorm uses its running statistics from now on
-            block.zero_grad(set_to_none=True)  # only the stage being trained holds gradients
+            stage_model.zero_grad(set_to_none=True)  # only the stage being trained holds gradients ...
+            _release_activations(stage_model)  # ... and activations
             del opt, sched, stage_model, params
             histories.append(hist)
             stages.append({"stage": i + 1, "input_shape": in_shapes[i], "output_shape": in_shapes[i + 1],
