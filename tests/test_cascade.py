@@ -345,6 +345,22 @@ def test_bad_inputs(digits):
         cascade(mlp_blocks(), None, L, sgd(), tr, max_memory_bytes=-1, **kw)
     with pytest.raises(ValueError, match="head=None .* needs class-index targets"):
         cascade(mlp_blocks(), None, nn.MSELoss(), sgd(), (tr[0], tr[0][:, :3]), **kw)
+    with pytest.raises(TypeError, match=r"epochs_per_stage must be an int or a sequence of ints .* got 2\.5"):
+        cascade(mlp_blocks(), None, L, sgd(), tr, epochs_per_stage=2.5, progress=False)
+    with pytest.raises(TypeError, match=r"epochs_per_stage must be an int or a sequence of ints .* got \[1, 2\.0, 1\]"):
+        cascade(mlp_blocks(), None, L, sgd(), tr, epochs_per_stage=[1, 2.0, 1], progress=False)
+    with pytest.raises(TypeError, match="epochs_per_stage must be an int or a sequence of ints .* got '3'"):
+        cascade(mlp_blocks(), None, L, sgd(), tr, epochs_per_stage="3", progress=False)
+    with pytest.raises(ValueError, match="pseudo_batch_size must be >= 1, got 0"):
+        cascade(mlp_blocks(), None, L, sgd(), tr, pseudo_batch_size=0, **kw)
+    with pytest.raises(FileNotFoundError, match="cache_dir '/nonexistent/fl_cascade' is not a directory"):
+        cascade(mlp_blocks(), None, L, sgd(), tr, cache_dir="/nonexistent/fl_cascade", **kw)
+    with pytest.raises(ValueError, match=r"val needs targets \(y\)"):
+        cascade(mlp_blocks(), None, L, sgd(), tr, fl.data.ArrayDataset(tr[0]), **kw)
+    with pytest.raises(ValueError, match="hidden must be >= 1 or None, got 0"):
+        default_head(10, hidden=0)
+    with pytest.raises(ValueError, match="pool_size must be >= 1, got 0"):
+        default_head(10, pool_size=0)
     with pytest.raises(ValueError, match="pool_size 3 does not divide the feature map 8x8"):
         default_head(10, pool_size=3)((4, 8, 8))
     with pytest.raises(ValueError, match="num_outputs must be >= 1"):

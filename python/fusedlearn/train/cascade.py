@@ -114,15 +114,25 @@ def _stage_path(path, stage: int, stages: int):
     return f"{root}_stage{stage}{ext}"
 
 
+def _as_list(value):
+    try:
+        return list(value)
+    except TypeError:
+        return None
+
+
 def _epochs_list(epochs_per_stage, n: int) -> list:
-    if isinstance(epochs_per_stage, (int, np.integer)) and not isinstance(epochs_per_stage, bool):
+    def is_int(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if is_int(epochs_per_stage):
         epochs = [int(epochs_per_stage)] * n
     else:
-        try:
-            epochs = [int(e) for e in epochs_per_stage]
-        except TypeError:
+        items = None if isinstance(epochs_per_stage, (str, bytes)) else _as_list(epochs_per_stage)
+        if items is None or not all(is_int(e) for e in items):
             raise TypeError("cascade: epochs_per_stage must be an int or a sequence of ints (one per block), "
-                            f"got {type(epochs_per_stage).__name__}") from None
+                            f"got {epochs_per_stage!r}")
+        epochs = [int(e) for e in items]
         if len(epochs) != n:
             raise ValueError(f"cascade: epochs_per_stage has {len(epochs)} entries for {n} blocks")
     if any(e < 1 for e in epochs):
