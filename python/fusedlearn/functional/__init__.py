@@ -7,5 +7,5 @@ from .gemm import gemm, linear  # noqa: F401
 from .rnn import rnn_backward, rnn_cell, rnn_forward  # noqa: F401
 from .conv import (  # noqa: F401
     adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d, avg_pool2d_backward, batch_norm,
-    batch_norm_backward, conv2d, conv2d_backward, max_pool2d, max_pool2d_backward,
+    batch_norm_backward, conv2d, conv2d_backward, conv2d_paths, max_pool2d, max_pool2d_backward,
 )
