@@ -1,6 +1,7 @@
 """Thin functional wrappers over the compiled kernels (``fusedlearn._C``)."""
 from .optim import (  # noqa: F401
-    accsgd_, adadelta_, adagrad_, adam_, adamax_, adamw_, rmsprop_, sdprop_, sgd_,
+    accsgd_, adadelta_, adagrad_, adam_, adamax_, adamw_, asgd_, nadam_, radam_, rmsprop_, rprop_, sdprop_,
+    sgd_,
 )
 from .grad_utils import abs_max, clamp_, has_nonfinite, scale_, sum_of_squares  # noqa: F401
 from .gemm import gemm, linear  # noqa: F401
