@@ -242,7 +242,6 @@ class DataParallel:
             if s == ref:
                 continue
             detail = "different number of entries"
-            a, b = dict(ref), dict(s)
             names0, names_r = [x[0] for x in ref], [x[0] for x in s]
             if names0 != names_r:
                 only0 = [n for n in names0 if n not in names_r]
@@ -253,7 +252,6 @@ class DataParallel:
                     if (shp, dt) != (shp_r, dt_r):
                         detail = f"{n!r}: rank 0 has {shp} {dt}, rank {r} has {shp_r} {dt_r}"
                         break
-            del a, b
             raise StructureMismatchError(f"DataParallel: the model on rank {r} differs from rank 0's: {detail}")
 
     def _broadcast_state(self) -> None:
