@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import fusedlearn as fl
 import fusedlearn.distributed as fld
 from fusedlearn import nn
 
@@ -107,7 +108,9 @@ def _run2(mode, timeout=45):
     exe = _mpiexec()
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.path.join(HERE, "..", "python"), os.environ.get("PYTHONPATH", "")]))
+               # the fusedlearn this test imported (the source tree or the installed one)
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fl.__file__)),
+                                           os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([exe, "-n", "2", sys.executable, os.path.join(HERE, "mpi_scripts", "dp_grads.py"), mode],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
