@@ -12,17 +12,7 @@ from fusedlearn import nn, optim
 from fusedlearn.train import LambdaCallback, cascade, default_head
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = fl.get_num_threads()
-    fl.set_num_threads(1)
-    yield
-    fl.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return fl.data.digits()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

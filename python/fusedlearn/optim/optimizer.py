@@ -16,6 +16,20 @@ from .. import functional as F
 from . import _params as P
 
 
+def check_hyper(lr=None, eps=None, betas=None, weight_decay=None) -> None:
+    """torch.optim's range checks, with its exact ``ValueError`` texts, for the given arguments."""
+    if lr is not None and not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if eps is not None and not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if betas is not None:
+        for i in (0, 1):
+            if not 0.0 <= betas[i] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+    if weight_decay is not None and not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
 class Optimizer:
     """Base class of the optimizers, with ``torch.optim.Optimizer``'s API.
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..data.dataset import ArrayDataset, as_dataset
+from ..data.dataset import ArrayDataset, labelled_dataset
 from ..nn.container import Sequential
 from ..nn.layers import Flatten
 from ..nn.linear import Linear
@@ -341,14 +341,8 @@ def cascade(blocks, head, loss, optimizer, train, val=None, *, epochs_per_stage,
             if owners.setdefault(id(p), i) != i:
                 raise ValueError(f"cascade: blocks {owners[id(p)]} and {i} share a parameter; a frozen block "
                                  "would change when a later stage trains")
-    train = as_dataset(train, "train")
-    if train.y is None:
-        raise ValueError("cascade: train needs targets (y)")
-    if len(train) == 0:
-        raise ValueError("cascade: train is empty")
-    val = None if val is None else as_dataset(val, "val")
-    if val is not None and val.y is None:
-        raise ValueError("cascade: val needs targets (y)")
+    train = labelled_dataset(train, "cascade", "train")
+    val = None if val is None else labelled_dataset(val, "cascade", "val", allow_empty=True)
     if val is not None and tuple(val.x.shape[1:]) != tuple(train.x.shape[1:]):
         raise ValueError(f"cascade: val inputs have per-sample shape {tuple(val.x.shape[1:])}, "
                          f"train inputs {tuple(train.x.shape[1:])}")
