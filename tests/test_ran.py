@@ -200,3 +200,65 @@ def test_shuffled_fit_depends_on_random_state_only():
     a = fl.ran.RAN(random_state=4).fit(X, Y[:, 0], epochs=2, shuffle=True)
     b = fl.ran.RAN(random_state=4).fit(X, Y[:, 0], epochs=2, shuffle=True)
     np.testing.assert_array_equal(a.centers_, b.centers_)
+
+
+def _step_by_step(model, X, Y):
+    """The same stream through _C.ran_step one sample at a time (the unfused
+    two-pass covariance update, buffers sized for the final number of units)."""
+    ekf = isinstance(model, fl.ran.RANEKF)
+    d, m = X.shape[1], Y.shape[1]
+    cap = len(X)
+    q = m + cap * (m + d)
+    theta, widths = np.zeros(q), np.zeros(cap)
+    theta[:m] = Y[0]
+    P = np.zeros(q * (q + 1) // 2) if ekf else None
+    if ekf:
+        P[[i * (i + 1) // 2 + i for i in range(m)]] = model.P0
+    K, errs = 0, [0.0]
+    for n in range(1, len(X)):
+        added, err, _ = _C.ran_step(theta, widths, P, X[n], Y[n], K, d, m, model.delta(n), model.epsilon,
+                                    model.kappa, getattr(model, "eta", 0.0), getattr(model, "R", 1.0),
+                                    getattr(model, "P0", 1.0), getattr(model, "Q0", 0.0), ekf,
+                                    1 if model.centre_update == "platt" else 2)
+        K += bool(added)
+        errs.append(float(np.sqrt(err @ err)))
+    return theta, widths, P, K, errs
+
+
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("ekf", [False, True])
+def test_fused_run_equals_step_by_step(isa, ekf, m):
+    # partial_fit's one C++ call per run of samples (each EKF update pass also
+    # forming the next sample's P A^T, buffers grown when full) is the same
+    # arithmetic as ran_step sample after sample
+    X, Y = _stream(400, 3, m, seed=20 + m)
+    model = (fl.ran.RANEKF(delta_max=0.8, delta_min=0.2, tau=60, epsilon=0.05, kappa=0.8, R=0.5, Q0=0.01) if ekf
+             else fl.ran.RAN(delta_max=0.8, delta_min=0.2, tau=60, epsilon=0.05, kappa=0.9, eta=0.05))
+    model.partial_fit(X[:1], Y[:1]).partial_fit(X[1:137], Y[1:137]).partial_fit(X[137:], Y[137:])
+    theta, widths, P, K, errs = _step_by_step(model, X, Y)
+    assert model.n_units_ == K >= 9  # past the initial capacity of 8: at least one regrowth
+    p = m + K * (m + X.shape[1])
+    # bitwise in the scalar build; the vector builds' dot products may split their
+    # sums differently with the buffers' alignment (different buffers here)
+    same = (np.testing.assert_array_equal if isa == "scalar"
+            else lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13))
+    same(model._theta[:p], theta[:p])
+    same(model.widths_, widths[:K])
+    np.testing.assert_allclose(model.history_["error"], errs, rtol=1e-11)  # |e|: a sum of m squares either way
+    if ekf:
+        same(model._P[:p * (p + 1) // 2], P[:p * (p + 1) // 2])
+
+
+def test_ran_run_rejects_bad_buffers():
+    X, Y = np.zeros((3, 2)), np.zeros((3, 1))
+    args = (X, Y, np.ones(3), 0, 1, 2, 1, 0.1, 0.8, 0.1, 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="theta: has 2 elements, needs at least 4"):
+        _C.ran_run(np.zeros(2), np.zeros(1), None, *args, False, 1)
+    with pytest.raises(ValueError, match="need cap >= units"):
+        _C.ran_run(np.zeros(4), np.zeros(1), None, X, Y, np.ones(3), 2, 1, 2, 1, 0.1, 0.8, 0.1, 1.0, 1.0, 0.0,
+                   False, 1)
+    with pytest.raises(ValueError, match=r"Y: expected shape \(3, 1\)"):
+        _C.ran_run(np.zeros(4), np.zeros(1), None, X, Y[:2], np.ones(3), 0, 1, 2, 1, 0.1, 0.8, 0.1, 1.0, 1.0,
+                   0.0, False, 1)
+    with pytest.raises(ValueError, match="P: has 0 elements, needs at least 10"):
+        _C.ran_run(np.zeros(4), np.zeros(1), np.zeros(0), *args, True, 2)

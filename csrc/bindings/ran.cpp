@@ -1,5 +1,5 @@
 // Python bindings of the resource-allocating network kernels (cpu/ran):
-// _C.ran_step, _C.ran_eval, _C.ran_predict.  Float64, C-contiguous numpy
+// _C.ran_step, _C.ran_run, _C.ran_eval, _C.ran_predict.  Float64, C-contiguous numpy
 // arrays only; fusedlearn.ran owns the buffers and their growth.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -73,6 +73,52 @@ void bind_ran(py::module_& m) {
       "theta"_a, "widths"_a, "P"_a, "x"_a, "y"_a, "units"_a, "d"_a, "m"_a, "delta"_a, "epsilon"_a, "kappa"_a,
       "eta"_a, "R"_a, "P0"_a, "Q0"_a, "ekf"_a, "centre_power"_a,
       "One online RAN / RAN-EKF step in place (docs/math/ran.md); returns (allocated, error, min distance).");
+  m.def(
+      "ran_run",
+      [](py::object theta, py::object widths, py::object P, py::object X, py::object Y, py::object delta,
+         int64_t units, int64_t cap, int64_t d, int64_t mo, double epsilon, double kappa, double eta, double R,
+         double P0, double Q0, bool ekf, int centre_power) {
+        check_dims(units, d, mo);
+        if (centre_power != 1 && centre_power != 2) throw ValueError("ran_run: centre_power must be 1 or 2");
+        if (cap < units) throw ValueError("ran_run: need cap >= units");
+        const int64_t q = ran_params(cap, d, mo);
+        py::array th = checked(theta, "theta", q, true);
+        py::array w = checked(widths, "widths", cap, true);
+        py::array Xa = checked(X, "X", 0, false), Ya = checked(Y, "Y", 0, false);
+        if (Xa.ndim() != 2 || Xa.shape(1) != d) throw ValueError("X: expected shape (n, " + std::to_string(d) + ")");
+        const int64_t n = Xa.shape(0);
+        if (Ya.ndim() != 2 || Ya.shape(0) != n || Ya.shape(1) != mo)
+          throw ValueError("Y: expected shape (" + std::to_string(n) + ", " + std::to_string(mo) + ")");
+        py::array da = checked(delta, "delta", n, false);
+        py::array Pa;
+        if (ekf) Pa = checked(P, "P", ran_packed(q), true);
+        py::array_t<double> err({n, mo}), en(n);
+        py::array_t<bool> added(n);
+        RanRunArgs a;
+        a.units = units; a.cap = cap; a.d = d; a.m = mo; a.n = n;
+        a.theta = static_cast<double*>(th.mutable_data());
+        a.widths = static_cast<double*>(w.mutable_data());
+        a.P = ekf ? static_cast<double*>(Pa.mutable_data()) : nullptr;
+        a.X = static_cast<const double*>(Xa.data());
+        a.Y = static_cast<const double*>(Ya.data());
+        a.delta = static_cast<const double*>(da.data());
+        a.err = err.mutable_data(); a.err_norm = en.mutable_data();
+        a.added = reinterpret_cast<uint8_t*>(added.mutable_data());
+        a.epsilon = epsilon; a.kappa = kappa; a.eta = eta;
+        a.R = R; a.P0 = P0; a.Q0 = Q0;
+        a.mode = ekf ? kRanEkf : kRanLms;
+        a.centre_power = centre_power;
+        int64_t done;
+        {
+          py::gil_scoped_release nogil;
+          done = cpu_kernels().ran.run(a);
+        }
+        return py::make_tuple(done, a.units, err, en, added);
+      },
+      "theta"_a, "widths"_a, "P"_a, "X"_a, "Y"_a, "delta"_a, "units"_a, "cap"_a, "d"_a, "m"_a, "epsilon"_a,
+      "kappa"_a, "eta"_a, "R"_a, "P0"_a, "Q0"_a, "ekf"_a, "centre_power"_a,
+      "ran_step over the samples of (X, Y) in order, in place, stopping before a sample that must allocate when "
+      "units == cap; returns (samples run, units, errors, error norms, allocated).");
   m.def(
       "ran_eval",
       [](py::object theta, py::object widths, int64_t units, int64_t d, int64_t mo, py::object x) {

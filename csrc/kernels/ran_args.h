@@ -59,8 +59,31 @@ struct RanPredictArgs {
   double* Y = nullptr;
 };
 
+// The steps of RanStepArgs over n samples in order (X n x d, Y n x m, delta
+// the threshold of each), in one call.  theta, widths and P have room for cap
+// units; the run stops before a sample that must allocate when units == cap
+// (the caller grows the buffers and goes on from there).  units is updated;
+// err (n x m), err_norm (n) and added (n) are written for the samples run.
+struct RanRunArgs {
+  int64_t units = 0, cap = 0, d = 0, m = 0, n = 0;
+  double* theta = nullptr;
+  double* widths = nullptr;
+  double* P = nullptr;  // EKF only
+  const double* X = nullptr;
+  const double* Y = nullptr;
+  const double* delta = nullptr;
+  double* err = nullptr;
+  double* err_norm = nullptr;
+  uint8_t* added = nullptr;
+  double epsilon = 0, kappa = 0, eta = 0;
+  double R = 1, P0 = 1, Q0 = 0;
+  int mode = kRanLms;
+  int centre_power = 1;
+};
+
 struct RanKernelSet {
   int (*step)(RanStepArgs&) = nullptr;  // 1 when a unit was allocated
+  int64_t (*run)(RanRunArgs&) = nullptr;  // the number of samples run
   void (*eval)(const RanEvalArgs&) = nullptr;
   void (*predict)(const RanPredictArgs&) = nullptr;
 };

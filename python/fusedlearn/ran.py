@@ -7,7 +7,7 @@ new unit; otherwise the parameters are updated.  The equations, and the choices
 made where the sources differ (the /w versus /w^2 centre update, the first
 sample, the width of the first unit), are in docs/math/ran.md.  The per-sample
 work (evaluating the units, the update, the covariance pass) runs in the C++
-kernels of csrc/cpu/ran.
+kernels of csrc/cpu/ran, the whole loop over the samples of a partial_fit included.
 """
 from __future__ import annotations
 
@@ -125,20 +125,28 @@ class _RANBase:
         n = self.n_samples_seen_ if n is None else n
         return max(self.delta_max * math.exp(-n / self.tau), self.delta_min)
 
-    def _step(self, x, y):
-        self._reserve(self.n_units_ + 1)
-        added, err, _ = _C.ran_step(
-            self._theta, self._widths, self._P if self._ekf else None, x, y, self.n_units_,
-            self.n_features_in_, self._m, self.delta(), float(self.epsilon), float(self.kappa),
-            float(getattr(self, "eta", 0.0)), float(getattr(self, "R", 1.0)), float(getattr(self, "P0", 1.0)),
-            float(getattr(self, "Q0", 0.0)), self._ekf, 1 if self.centre_update == "platt" else 2)
-        if added:
-            self.n_units_ += 1
-        self.n_samples_seen_ += 1
+    def _run(self, X, Y):
+        """The online steps over the rows of (X, Y), in order, in C++ (_C.ran_run): one call per
+        run of samples, returning here only to grow the buffers when a unit must be added and
+        there is no room (capacity doubles, so O(log units) calls)."""
+        n0, n = self.n_samples_seen_, X.shape[0]
+        deltas = np.array([self.delta(n0 + k) for k in range(n)])
         h = self.history_
-        h["units"].append(self.n_units_)
-        h["error"].append(float(np.sqrt(err @ err)))
-        h["allocated"].append(bool(added))
+        i = 0
+        while i < n:
+            self._reserve(self.n_units_ + 1)
+            done, units, _, enorm, added = _C.ran_run(
+                self._theta, self._widths, self._P if self._ekf else None, X[i:], Y[i:], deltas[i:],
+                self.n_units_, self._cap, self.n_features_in_, self._m, float(self.epsilon), float(self.kappa),
+                float(getattr(self, "eta", 0.0)), float(getattr(self, "R", 1.0)), float(getattr(self, "P0", 1.0)),
+                float(getattr(self, "Q0", 0.0)), self._ekf, 1 if self.centre_update == "platt" else 2)
+            added = added[:done]
+            h["units"].extend((self.n_units_ + np.cumsum(added)).tolist())
+            h["error"].extend(enorm[:done].tolist())
+            h["allocated"].extend(added.tolist())
+            self.n_units_ = units
+            self.n_samples_seen_ += done
+            i += done
 
     # ---- scikit-learn interface ----------------------------------------
     def partial_fit(self, X, y):
@@ -149,8 +157,8 @@ class _RANBase:
         if not hasattr(self, "n_features_in_"):
             self._start(X[0], Y[0], one_d)
             start = 1
-        for i in range(start, X.shape[0]):
-            self._step(X[i], Y[i])
+        if start < X.shape[0]:
+            self._run(X[start:], Y[start:])
         return self
 
     def fit(self, X, y, epochs: int = 1, shuffle: bool = False):
