@@ -104,14 +104,14 @@ def _mpiexec():
     return exe
 
 
-def _run2(mode, timeout=45):
+def _run2(mode, timeout=45, script="dp_grads.py"):
     exe = _mpiexec()
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1",
                # the fusedlearn this test imported (the source tree or the installed one)
                PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fl.__file__)),
                                            os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([exe, "-n", "2", sys.executable, os.path.join(HERE, "mpi_scripts", "dp_grads.py"), mode],
+    return subprocess.run([exe, "-n", "2", sys.executable, os.path.join(HERE, "mpi_scripts", script), mode],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -131,3 +131,89 @@ def test_mpi_mismatched_model_structure_error():
     r = _run2("mismatch")
     assert r.returncode != 0
     assert "StructureMismatchError" in r.stderr + r.stdout and "differs from rank 0" in r.stderr + r.stdout
+
+
+class _Fake3(fld.LocalComm):
+    """Rank 0 of 3 whose peers contribute fixed rows (the rank-order sum is checked exactly)."""
+    size = 3
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def allgather(self, obj):
+        return [obj] * 3
+
+    def allgather_(self, buf, out):
+        out[0] = buf
+        out[1:] = self.rows[: out.shape[0] - 1, : buf.size]
+        return out
+
+    def allreduce_(self, buf):
+        if buf.size == 1 and buf.dtype == np.float64:  # the row count
+            buf *= 3
+        return buf
+
+
+def test_ordered_reduction_sums_in_rank_order_exactly():
+    m = nn.Linear(3, 2).float()
+    rows = np.array([[1e8] * 8, [-1e8] * 8], np.float32)
+    dp = fld.DataParallel(m, comm=_Fake3(rows), reduction="ordered")
+    dp.set_batch(1, 1, grad_scale="sum")
+    x = np.full((1, 3), 0.5, np.float32)
+    dp(x)
+    dp.backward(np.full((1, 2), 1.0, np.float32))
+    # ((g + 1e8) - 1e8) in float32 loses g = 0.5 / 1.0 differently than g + (1e8 - 1e8)
+    want = (np.float32(0.5) + np.float32(1e8)) - np.float32(1e8)
+    assert m.weight.grad[0, 0] == want and want != np.float32(0.5)
+    with pytest.raises(ValueError, match="reduction must be 'sum' or 'ordered'"):
+        fld.DataParallel(m, comm=fld.LocalComm(), reduction="mean")
+    with pytest.raises(ValueError, match="check_every"):
+        fld.DataParallel(m, comm=fld.LocalComm(), check_every=-1)
+
+
+def test_overlap_local_equals_blocking():
+    def make():
+        return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    a, b = make(), make()
+    b.load_state_dict({k: v.copy() for k, v in a.state_dict().items()})
+    da = fld.DataParallel(a, comm=fld.LocalComm(), bucket_cap_mb=1e-4, first_bucket_mb=5e-5)
+    db = fld.DataParallel(b, comm=fld.LocalComm(), bucket_cap_mb=1e-4, first_bucket_mb=5e-5, overlap=True)
+    assert len(db.buckets) >= 3 and sorted(i for v in db._ready_after.values() for i in v) == list(range(len(db.buckets)))
+    x, g = np.random.default_rng(0).standard_normal((7, 4)), np.random.default_rng(1).standard_normal((7, 2))
+    for d in (da, db):
+        d.set_batch(3, 7)
+        d(x)
+        gin = d.backward(g)
+        assert gin.shape == x.shape
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert np.array_equal(p.grad, q.grad)
+        assert any(q.grad.base is bk.buffer for bk in db.buckets)
+
+
+def test_check_replicas_local_passes():
+    dp = fld.DataParallel(nn.Linear(3, 2), comm=fld.LocalComm())
+    dp.check_replicas()
+
+
+def test_nccl_backend_without_cupy_is_a_clear_error(monkeypatch):
+    import builtins
+    real = builtins.__import__
+
+    def no_cupy(name, *a, **k):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    monkeypatch.setattr(fld, "_COMM", None)
+    with pytest.raises(ImportError, match=r"backend='nccl' needs CuPy"):
+        fld.init(backend="nccl")
+    assert fld._COMM is None
+    with pytest.raises(ValueError, match="backend must be"):
+        fld.init(backend="gloo")
+
+
+def test_mpi_ordered_overlap_and_replica_check():
+    r = _run2("all", script="dp_options.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAILS [[], []]" in r.stdout and "replicas drifted: '2.weight'" in r.stdout
