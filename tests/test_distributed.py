@@ -217,3 +217,34 @@ def test_mpi_ordered_overlap_and_replica_check():
     r = _run2("all", script="dp_options.py")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAILS [[], []]" in r.stdout and "replicas drifted: '2.weight'" in r.stdout
+
+
+def test_demo_ranks_2_relaunches_under_mpiexec():
+    _mpiexec()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fl.__file__)),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    for k in ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "OMPI_MCA_rmaps_base_oversubscribe"):
+        env.pop(k, None)  # the demo sets what the wheel needs itself
+    r = subprocess.run([sys.executable, "-m", "fusedlearn.cli", "demo", "--ranks", "2", "--epochs", "2",
+                        "--no-progress"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "data parallel over 2 ranks" in r.stdout and "rows per rank [16, 16]" in r.stdout
+    acc = float(r.stdout.split("test accuracy ")[1].split("%")[0])
+    assert acc > 70.0
+
+
+def test_demo_ranks_without_mpi4py_is_a_clear_error(monkeypatch, capsys):
+    import builtins
+    from fusedlearn import cli
+    real = builtins.__import__
+
+    def no_mpi(name, *a, **k):
+        if name == "mpi4py" or name.startswith("mpi4py."):
+            raise ImportError("No module named 'mpi4py'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpi)
+    for k in fld._MPI_ENV:
+        monkeypatch.delenv(k, raising=False)
+    assert cli.main(["demo", "--ranks", "2"]) == 2
+    assert "pip install 'fusedlearn[mpi]'" in capsys.readouterr().err
