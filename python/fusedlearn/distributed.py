@@ -9,6 +9,14 @@ Gradients live in per-dtype buckets (the first one small, the rest ``bucket_cap_
 with ``IN_PLACE`` on the numpy buffer, nothing pickled).  Each rank's local-mean gradient is
 scaled by ``n_local / n_global`` first, so after ``backward`` every ``.grad`` is the gradient of
 the global batch, identical on every rank.
+
+Options of :class:`DataParallel`: ``reduction="ordered"`` (Allgather of the buckets and a sum in
+rank order: the same bits run to run for a fixed number of ranks), ``overlap=True`` (for a
+``Sequential``: each bucket's non-blocking ``Iallreduce`` starts as soon as the layers holding
+its parameters are done, progressed between layers, waited at the end of backward) and
+``check_every=N`` / :meth:`DataParallel.check_replicas` (a CRC-32 of every parameter and buffer
+compared across the ranks).  ``init(backend="nccl")`` gives an :class:`NCCLComm` (CuPy's NCCL
+for CUDA buffers).
 """
 from __future__ import annotations
 
