@@ -56,7 +56,8 @@ def worker_ours(a) -> dict:
     batch, _ = MODELS[a.model]
     n_local = fld.shares(batch, comm.size)[comm.rank]
     model = fl.models.lenet5(seed=0) if a.model == "lenet5" else fl.models.resnet_small(blocks_per_stage=1, seed=0)
-    dp = fld.DataParallel(model.float(), overlap=a.overlap)
+    kw = {} if not a.bucket_mb else {"bucket_cap_mb": a.bucket_mb, "first_bucket_mb": a.bucket_mb}
+    dp = fld.DataParallel(model.float(), overlap=a.overlap, **kw)
     opt = fl.optim.SGD(dp.parameters(), lr=0.01, momentum=0.9)
     loss = fl.nn.CrossEntropyLoss()
     x, y = _data(a.model, n_local, comm.rank)
@@ -155,13 +156,16 @@ def _mpiexec():
     return exe
 
 
+BIND = ["--bind-to", "core"]
+
+
 def _launch(ranks, args, timeout=600):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS=str(args[args.index("--threads") + 1])
                if "--threads" in args else "1")
     cmd = [sys.executable, os.path.abspath(__file__), *args]
     if ranks > 1:
-        cmd = [_mpiexec(), "-n", str(ranks), *cmd]
+        cmd = [_mpiexec(), "-n", str(ranks), *BIND, *cmd]
     else:
         for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"):
             env.pop(k, None)
@@ -194,6 +198,12 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--no-torch", action="store_true", help="skip torch DDP")
     ap.add_argument("--json", help="write the results here (bench/dp_model.py reads it)")
+    ap.add_argument("--bucket-mb", type=float, default=0.0,
+                    help="first and later bucket size in MiB for ours (default: DataParallel's 1 and 25; "
+                         "both models then fit one bucket, so overlap has nothing to overlap; e.g. 0.05)")
+    ap.add_argument("--bind", choices=["core", "none"], default="core",
+                    help="mpiexec --bind-to for the 2-rank runs (default core; 'none' lets a rank leave a core "
+                         "another tenant is using, fairer to 1x1 on a shared machine)")
     ap.add_argument("--worker", choices=["ours", "torch", "allreduce"], help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -207,6 +217,7 @@ def main(argv=None) -> int:
             sys.stderr.flush()
             os._exit(0)
         return 0
+    BIND[1] = a.bind
     rounds = a.rounds or (2 if a.quick else 3)
     steps = a.steps or (6 if a.quick else 20)
     configs = [c for c in CONFIGS if not (a.no_torch and c[1] == "torch")]
@@ -217,7 +228,8 @@ def main(argv=None) -> int:
             print("torch not installed: torch DDP skipped")
             configs = [c for c in configs if c[1] != "torch"]
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
-          f"(1/5/15 min), {os.cpu_count()} CPUs; {rounds} rounds x {steps} steps (+{a.warmup} warmup)")
+          f"(1/5/15 min), {os.cpu_count()} CPUs; {rounds} rounds x {steps} steps (+{a.warmup} warmup); "
+          f"mpiexec --bind-to {a.bind}; buckets {f'{a.bucket_mb} MiB' if a.bucket_mb else 'default (1 + 25 MiB)'}")
     res = {m: {c[0]: [] for c in configs} for m in a.models}
     extra = {}
     tmp = tempfile.mkdtemp(prefix="bench_dp_")
@@ -228,6 +240,8 @@ def main(argv=None) -> int:
                         "--steps", str(steps), "--warmup", str(a.warmup)]
                 if overlap:
                     args.append("--overlap")
+                if lib == "ours" and a.bucket_mb:
+                    args += ["--bucket-mb", str(a.bucket_mb)]
                 if lib == "torch":
                     args += ["--rendezvous", os.path.join(tmp, f"rdv_{m}_{r}")]
                 out = _launch(ranks, args)
