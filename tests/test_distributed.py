@@ -248,3 +248,30 @@ def test_demo_ranks_without_mpi4py_is_a_clear_error(monkeypatch, capsys):
         monkeypatch.delenv(k, raising=False)
     assert cli.main(["demo", "--ranks", "2"]) == 2
     assert "pip install 'fusedlearn[mpi]'" in capsys.readouterr().err
+
+
+def test_overlap_starts_reductions_during_backward():
+    log = []
+
+    class Recording(fld.LocalComm):
+        def iallreduce_(self, buf):
+            log.append(("start", buf.size))
+            return super().iallreduce_(buf)
+
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    first = m[0]
+    orig = first.backward_params
+
+    def logged(g):
+        log.append(("layer0", None))
+        return orig(g)
+
+    first.backward_params = logged
+    dp = fld.DataParallel(m, comm=Recording(), bucket_cap_mb=1e-4, first_bucket_mb=5e-5, overlap=True)
+    dp.set_batch(3, 3)
+    dp(np.ones((3, 4)))
+    dp.backward_params(np.ones((3, 2)))
+    kinds = [k for k, _ in log]
+    assert kinds.count("start") == len(dp.buckets)
+    assert kinds.index("start") < kinds.index("layer0")  # the last layers' bucket went before layer 0 ran
+    assert kinds[-1] == "start" and log[-1][1] == dp.buckets[-1].buffer.size  # layer 0's bucket last
