@@ -178,7 +178,8 @@ def test_overlap_local_equals_blocking():
     b.load_state_dict({k: v.copy() for k, v in a.state_dict().items()})
     da = fld.DataParallel(a, comm=fld.LocalComm(), bucket_cap_mb=1e-4, first_bucket_mb=5e-5)
     db = fld.DataParallel(b, comm=fld.LocalComm(), bucket_cap_mb=1e-4, first_bucket_mb=5e-5, overlap=True)
-    assert len(db.buckets) >= 3 and sorted(i for v in db._ready_after.values() for i in v) == list(range(len(db.buckets)))
+    assert len(db.buckets) >= 3
+    assert sorted(i for v in db._ready_after.values() for i in v) == list(range(len(db.buckets)))
     x, g = np.random.default_rng(0).standard_normal((7, 4)), np.random.default_rng(1).standard_normal((7, 2))
     for d in (da, db):
         d.set_batch(3, 7)

@@ -262,7 +262,8 @@ def _install_abort_hook(comm) -> None:
 def init(backend: str = "auto", threads: int | None = None) -> "LocalComm | MPIComm":
     """The communicator of this process: MPI's world under ``mpiexec`` (``backend="auto"``/``"mpi"``),
     else a :class:`LocalComm`; ``backend="nccl"``: an :class:`NCCLComm` (CuPy's NCCL for CUDA
-    buffers, MPI for the rest; ImportError without CuPy, RuntimeError without a GPU).  Under MPI it installs an excepthook that aborts the whole job on an
+    buffers, MPI for the rest; ImportError without CuPy, RuntimeError without a GPU).
+    Under MPI it installs an excepthook that aborts the whole job on an
     uncaught exception (no hang), and gives each rank its share of the cores (CPU affinity divided
     by the ranks on this machine) unless ``threads`` is given or ``OMP_NUM_THREADS`` /
     ``FUSEDLEARN_NUM_THREADS`` is set.  Calling it again returns the same communicator."""
