@@ -276,3 +276,23 @@ def test_overlap_starts_reductions_during_backward():
     assert kinds.count("start") == len(dp.buckets)
     assert kinds.index("start") < kinds.index("layer0")  # the last layers' bucket went before layer 0 ran
     assert kinds[-1] == "start" and log[-1][1] == dp.buckets[-1].buffer.size  # layer 0's bucket last
+
+
+def test_nccl_backend_without_gpu_is_a_clear_error(monkeypatch):
+    import types
+
+    def no_device():
+        raise OSError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    cupy = types.ModuleType("cupy")
+    cuda = types.ModuleType("cupy.cuda")
+    cuda.nccl = types.ModuleType("cupy.cuda.nccl")
+    cuda.runtime = types.SimpleNamespace(getDeviceCount=no_device)
+    cupy.cuda = cuda
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nccl", cuda.nccl)
+    monkeypatch.setattr(fld, "_COMM", None)
+    with pytest.raises(RuntimeError, match=r"backend='nccl' needs a CUDA GPU: cudaErrorNoDevice"):
+        fld.init(backend="nccl")
+    assert fld._COMM is None
