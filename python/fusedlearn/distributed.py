@@ -374,3 +374,27 @@ class DataParallel:
 
     def __repr__(self) -> str:
         return f"DataParallel(rank={self.comm.rank}, size={self.comm.size}, buckets={len(self.buckets)})"
+
+    def average_buffers(self) -> None:
+        """Average the floating-point buffers (BatchNorm's ``running_mean`` / ``running_var``) over
+        the ranks, in place, as float64 sums; integer buffers (``num_batches_tracked``) are left
+        alone (they are equal on every rank).  ``fit`` calls it before evaluation and checkpoints."""
+        if self.comm.size == 1:
+            return
+        for _, b in self.module.named_buffers():
+            if not isinstance(b, np.ndarray) or b.dtype.kind != "f" or not b.size:
+                continue
+            acc = np.ascontiguousarray(b, dtype=np.float64).copy()
+            self.comm.allreduce_(acc)
+            np.copyto(b, acc / self.comm.size, casting="same_kind")
+
+    def seed_rank_streams(self, seed) -> None:
+        """Give every random layer (``Dropout``, recurrent dropout) of rank ``r > 0`` its own stream,
+        seeded from ``(seed, r, layer index)``; rank 0 keeps its stream, so 1 rank is unchanged."""
+        if self.comm.rank == 0:
+            return
+        i = 0
+        for _, m in self.module.named_modules():
+            if callable(getattr(m, "manual_seed", None)) and callable(getattr(m, "get_rng_state", None)):
+                m.manual_seed(np.random.SeedSequence([int(seed) & (2 ** 63 - 1), self.comm.rank, i]))
+                i += 1
