@@ -377,12 +377,18 @@ class DataParallel:
 
     def average_buffers(self) -> None:
         """Average the floating-point buffers (BatchNorm's ``running_mean`` / ``running_var``) over
-        the ranks, in place, as float64 sums; integer buffers (``num_batches_tracked``) are left
-        alone (they are equal on every rank).  ``fit`` calls it before evaluation and checkpoints."""
+        the ranks, in place, as float64 sums; integer buffers (``num_batches_tracked``) take rank
+        0's value (rank 0 has rows in every non-empty batch; a rank with an empty share skipped
+        its forward and counted one batch fewer).  ``fit`` calls it before evaluation and
+        checkpoints."""
         if self.comm.size == 1:
             return
         for _, b in self.module.named_buffers():
-            if not isinstance(b, np.ndarray) or b.dtype.kind != "f" or not b.size:
+            if not isinstance(b, np.ndarray) or not b.size:
+                continue
+            if b.dtype.kind != "f":
+                if b.flags.c_contiguous:
+                    self.comm.bcast_(b)
                 continue
             acc = np.ascontiguousarray(b, dtype=np.float64).copy()
             self.comm.allreduce_(acc)
