@@ -34,7 +34,7 @@ def _run2_fit(mode, tmp_path, timeout=90):
 
 def test_mpi_fit_equals_one_rank_mlp_lstm_eval_bn_no_sync(tmp_path):
     out = _run2_fit("fit", tmp_path)
-    for name in ("initial_broadcast", "mlp64_params_vs_1rank", "mlp32_params_vs_1rank", "lstm64_params_vs_1rank",
+    for name in ("initial_broadcast", "mlp64_params_vs_1rank", "mlp32_params_vs_1rank", "lstm64_params_vs_1rank", "cnn_syncbn64_params_vs_1rank",
                  "mlp64_replicas_bitwise", "lstm64_eval_accuracy_exact", "mlp64_eval_loss_rel",
                  "cnn_localbn_replicas_bitwise", "average_buffers_mean", "no_sync_equals_large_batch"):
         assert f"rank1 {name} " in out and f"rank0 {name} " in out
@@ -125,3 +125,74 @@ def test_average_buffers_local_is_identity():
     m[1].running_mean[:] = [1.5, -2.0]
     fld.DataParallel(m, comm=fld.LocalComm()).average_buffers()
     assert m[1].running_mean.tolist() == [1.5, -2.0]
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_sync_batchnorm_local_equals_batchnorm(activation, dtype, tol):
+    g = np.random.default_rng(0)
+    x = (g.standard_normal((5, 3, 4, 4)) * 2 + 1).astype(dtype)
+    go = g.standard_normal((5, 3, 4, 4)).astype(dtype)
+    ref = nn.BatchNorm2d(3, dtype=dtype, activation=activation)
+    ref.weight.data[:] = [0.5, 1.5, -1.0]
+    ref.bias.data[:] = [0.1, -0.2, 0.3]
+    sbn = nn.SyncBatchNorm2d.convert(nn.Sequential(ref), comm=fld.LocalComm())[0]
+    assert isinstance(sbn, nn.SyncBatchNorm2d) and sbn.activation == activation
+    ref = nn.BatchNorm2d(3, dtype=dtype, activation=activation)
+    ref.load_state_dict({k: np.array(v) for k, v in sbn.state_dict().items()})
+    for step in range(2):
+        y, yr = sbn(x), ref(x)
+        np.testing.assert_allclose(y, yr, rtol=tol, atol=tol)
+        for p in (sbn.weight, sbn.bias, ref.weight, ref.bias):
+            p.grad = None
+        np.testing.assert_allclose(sbn.backward(go), ref.backward(go), rtol=tol, atol=tol)
+        np.testing.assert_allclose(sbn.weight.grad, ref.weight.grad, rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(sbn.bias.grad, ref.bias.grad, rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(sbn.running_mean, ref.running_mean, rtol=tol, atol=tol)
+        np.testing.assert_allclose(sbn.running_var, ref.running_var, rtol=tol, atol=tol)
+        assert sbn.num_batches_tracked == ref.num_batches_tracked
+    sbn.eval()
+    ref.eval()
+    np.testing.assert_allclose(sbn(x), ref(x), rtol=tol, atol=tol)
+
+
+def test_sync_batchnorm_uneven_shares_equal_concatenated_batch():
+    """Two ranks simulated on one process: the statistics and gradients from the (sum, sumsq, rows)
+    and (sum g, sum g xhat) reductions equal BatchNorm2d on the concatenation, shares 3 and 1."""
+    g = np.random.default_rng(2)
+    x, go = g.standard_normal((4, 2, 3, 3)), g.standard_normal((4, 2, 3, 3))
+    ref = nn.BatchNorm2d(2, dtype=np.float64)
+    yr = ref(x)
+    gxr = ref.backward(go / 4)  # a mean loss over the global batch of 4 rows
+
+    class Pair(fld.LocalComm):  # the all-reduce adds the other rank's buffer, fed in order
+        def __init__(self, rank):
+            self.rank, self.size, self.other = rank, 2, []
+
+        def allreduce_(self, buf):
+            buf += self.other.pop(0)
+            return buf
+
+    parts = [(slice(0, 3), 3), (slice(3, 4), 1)]
+    layers = [nn.SyncBatchNorm2d(2, dtype=np.float64, comm=Pair(r)) for r in range(2)]
+    # forward: each rank's (sum, sumsq, count, rows)
+    loc = []
+    for (sl, k), _ in zip(parts, layers):
+        xs = x[sl]
+        loc.append(np.concatenate([xs.sum((0, 2, 3)), (xs * xs).sum((0, 2, 3)), [k * 9.0, k]]))
+    layers[0].comm.other, layers[1].comm.other = [loc[1]], [loc[0]]
+    ys = [layer(x[sl]) for (sl, _), layer in zip(parts, layers)]
+    np.testing.assert_allclose(np.concatenate(ys), yr, rtol=0, atol=1e-13)
+    # backward: rank r's upstream is its local-mean gradient (go / k); weighted by k / 4
+    loc = []
+    for (sl, k), layer in zip(parts, layers):
+        gk = go[sl]
+        xhat = (x[sl] - layer._sync_cache[2].reshape(1, -1, 1, 1)) / np.sqrt(
+            layer._sync_cache[3].reshape(1, -1, 1, 1) + layer.eps)
+        loc.append(np.concatenate([gk.sum((0, 2, 3)) / 4, (gk * xhat).sum((0, 2, 3)) / 4]))
+    layers[0].comm.other, layers[1].comm.other = [loc[1]], [loc[0]]
+    gxs = [layer.backward(go[sl] / k) * (k / 4) for (sl, k), layer in zip(parts, layers)]
+    np.testing.assert_allclose(np.concatenate(gxs), gxr, rtol=0, atol=1e-13)
+    for layer in layers:
+        np.testing.assert_allclose(layer.running_mean, ref.running_mean, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(layer.running_var, ref.running_var, rtol=0, atol=1e-14)

@@ -20,7 +20,7 @@ import traceback
 import numpy as np
 
 __all__ = ["init", "get_comm", "LocalComm", "MPIComm", "DataParallel", "share", "shares",
-           "StructureMismatchError", "FIRST_BUCKET_MB"]
+           "StructureMismatchError", "FIRST_BUCKET_MB", "convert_sync_batchnorm"]
 
 FIRST_BUCKET_MB = 1.0
 _COMM = None
@@ -404,3 +404,10 @@ class DataParallel:
             if callable(getattr(m, "manual_seed", None)) and callable(getattr(m, "get_rng_state", None)):
                 m.manual_seed(np.random.SeedSequence([int(seed) & (2 ** 63 - 1), self.comm.rank, i]))
                 i += 1
+
+
+def convert_sync_batchnorm(module, comm=None):
+    """``module`` with every ``BatchNorm2d`` replaced by a ``fl.nn.SyncBatchNorm2d`` (same
+    parameters and buffers), as ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``."""
+    from .nn.sync_batchnorm import SyncBatchNorm2d
+    return SyncBatchNorm2d.convert(module, comm)

@@ -65,7 +65,7 @@ def lstm(seed=0):
 
 def cnn(seed=0, bn=nn.BatchNorm2d):
     g = np.random.default_rng(seed)
-    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, generator=g), bn(4), nn.ReLU(), nn.MaxPool2d(2),
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False, generator=g), bn(4), nn.ReLU(), nn.MaxPool2d(2),
                       nn.Flatten(), nn.Linear(4 * 3 * 3, 3, generator=g))
     return m.double()
 
@@ -77,10 +77,10 @@ def data(shape, n, dtype, seed):
     return x, y
 
 
-def compare_fit(name, make, shape, dtype, tol, B=8, epochs=2):
+def compare_fit(name, make, shape, dtype, tol, B=8, epochs=2, make_ref=None):
     n = 2 * B + 1  # last batch of 1 row: rank 1's share is empty
     train, val = data(shape, n, dtype, 1), data(shape, 13, dtype, 2)
-    ref = make()
+    ref = (make_ref or make)()
     h_ref = fl.train.fit(ref, nn.CrossEntropyLoss(), fl.optim.Adam(ref.parameters(), lr=1e-2), train, val,
                          epochs=epochs, batch_size=B, progress=False, seed=5)
     m = make()
@@ -110,6 +110,9 @@ if mode == "fit":
     compare_fit("mlp64", lambda: mlp(np.float64), (6,), np.float64, 1e-12)
     compare_fit("mlp32", lambda: mlp(np.float32), (6,), np.float32, 1e-5)
     compare_fit("lstm64", lstm, (5, 4), np.float64, 1e-12)
+    # SyncBatchNorm2d on 2 ranks equals BatchNorm2d on 1 rank (global-batch statistics)
+    compare_fit("cnn_syncbn64", lambda: fld.convert_sync_batchnorm(cnn()), (2, 6, 6), np.float64, 1e-12,
+                make_ref=cnn)
     # local BatchNorm statistics: replicas stay bit-identical (buffers averaged after each epoch)
     x, y = data((2, 6, 6), 17, np.float64, 3)
     m = cnn()

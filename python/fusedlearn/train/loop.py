@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import checkpoint as ckpt_io
 from ..data.dataset import ArrayDataset, as_dataset, labelled_dataset
+from ..nn.sync_batchnorm import sync_batchnorm_layers
 from .callbacks import Callback
 from .history import plot_history, write_history
 
@@ -277,8 +278,13 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                 if dp is not None:
                     dp.set_batch(len(xb), n_batch, grad_scale)
                 before = (tally.total, tally.n)
-                if dp is not None and len(xb) == 0:  # this rank's share is empty: join the reduction
+                if dp is not None and len(xb) == 0:  # this rank's share is empty: join the reductions
                     optimizer.zero_grad()
+                    sbn = sync_batchnorm_layers(dp)
+                    for layer in sbn:
+                        layer.join_empty_forward()
+                    for layer in reversed(sbn):
+                        layer.join_empty_backward()
                     dp.backward_empty()
                     out = value = None
                 elif objective is None:
