@@ -42,7 +42,17 @@ def test_mpi_fit_equals_one_rank_mlp_lstm_eval_bn_no_sync(tmp_path):
 
 def test_mpi_checkpoint_resume_bitwise(tmp_path):
     out = _run2_fit("resume", tmp_path)
-    assert "rank0 ckpt_has_every_rank_rng" in out and "rank1 resume_bitwise" in out
+    for name in ("rank0 ckpt_has_every_rank_rng", "rank1 resume_bitwise", "rank0 dropout_streams_differ_per_rank",
+                 "rank1 history_written_by_rank0_only"):
+        assert name in out
+    # the 2-rank checkpoint refuses a 1-rank resume, with the reason
+    m = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Dropout(0.25), nn.Linear(16, 3)).double()
+    dp = fld.DataParallel(m, comm=fld.LocalComm())
+    before = [p.data.copy() for p in m.parameters()]
+    with pytest.raises(ValueError, match="written by 2 rank.*same number of ranks, not 1"):
+        fl.train.fit(dp, nn.CrossEntropyLoss(), fl.optim.Adam(dp.parameters()), _data(21, 6)[:2], epochs=4,
+                     batch_size=8, progress=False, checkpoint_path=tmp_path / "part.ckpt", resume=True)
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, m.parameters()))  # nothing loaded
 
 
 # ---- local communicator ------------------------------------------------------------------

@@ -163,8 +163,17 @@ elif mode == "resume":
     run(2, part)
     if comm.rank == 0:
         ck = fl.load(part)
-        check("ckpt_has_every_rank_rng", len(ck["fit_state"]["rank_rng"]),
-              len(ck["fit_state"]["rank_rng"]) == comm.size and ck["fit_state"]["ranks"] == comm.size)
+        rr = ck["fit_state"]["rank_rng"]
+        check("ckpt_has_every_rank_rng", len(rr), len(rr) == comm.size and ck["fit_state"]["ranks"] == comm.size)
+        check("dropout_streams_differ_per_rank", 0, comm.size == 1 or rr[0] != rr[1])
+    # files (history) only from rank 0
+    m = mlp(np.float64)
+    dp = fld.DataParallel(m)
+    fl.train.fit(dp, nn.CrossEntropyLoss(), fl.optim.SGD(dp.parameters(), lr=0.1), (x, y), epochs=1,
+                 batch_size=8, progress=False, history_path=os.path.join(outdir, f"hist_rank{comm.rank}.csv"))
+    comm.barrier()
+    check("history_written_by_rank0_only", 0, os.path.exists(os.path.join(outdir, "hist_rank0.csv"))
+          and not any(os.path.exists(os.path.join(outdir, f"hist_rank{r}.csv")) for r in range(1, comm.size)))
     resumed = run(4, part, resume=True)
     d = maxdiff(full.parameters(), resumed.parameters())
     check("resume_bitwise", d, d == 0 and replicas_identical(resumed))

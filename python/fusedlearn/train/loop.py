@@ -236,12 +236,12 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
     if dp is not None and size > 1 and not resuming:
         dp.seed_rank_streams(seed)
     if resuming:
-        ck = ckpt_io.load(checkpoint_path, model, optimizer)
-        fs = ck["fit_state"]
-        saved_ranks = int(fs.get("ranks", 1))
-        if saved_ranks != size:
+        saved_ranks = int(ckpt_io.load(checkpoint_path).get("fit_state", {}).get("ranks", 1))
+        if saved_ranks != size:  # checked before anything is loaded into the model
             raise ValueError(f"fit: the checkpoint {checkpoint_path!r} was written by {saved_ranks} rank(s); "
                              f"resuming it bit-identically needs the same number of ranks, not {size}")
+        ck = ckpt_io.load(checkpoint_path, model, optimizer)
+        fs = ck["fit_state"]
         if "rank_rng" in fs:
             ckpt_io.set_rng_states(model, fs["rank_rng"][rank])
         rng.bit_generator.state = fs["shuffle_rng"]
