@@ -43,7 +43,7 @@ def test_mpi_fit_equals_one_rank_mlp_lstm_eval_bn_no_sync(tmp_path):
 def test_mpi_checkpoint_resume_bitwise(tmp_path):
     out = _run2_fit("resume", tmp_path)
     for name in ("rank0 ckpt_has_every_rank_rng", "rank1 resume_bitwise", "rank0 dropout_streams_differ_per_rank",
-                 "rank1 history_written_by_rank0_only"):
+                 "rank1 history_written_by_rank0_only", "rank0 seed_none_one_batch_order"):
         assert name in out
     # the 2-rank checkpoint refuses a 1-rank resume, with the reason
     m = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Dropout(0.25), nn.Linear(16, 3)).double()

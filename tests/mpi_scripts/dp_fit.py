@@ -171,6 +171,29 @@ elif mode == "resume":
     dp = fld.DataParallel(m)
     fl.train.fit(dp, nn.CrossEntropyLoss(), fl.optim.SGD(dp.parameters(), lr=0.1), (x, y), epochs=1,
                  batch_size=8, progress=False, history_path=os.path.join(outdir, f"hist_rank{comm.rank}.csv"))
+    # seed=None: rank 0's entropy is shared, so the ranks still draw one batch order: the rows the
+    # ranks saw in an epoch are every row exactly once
+    class Record(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x[:, 0].copy())
+            return x
+
+        def backward(self, g):
+            return g
+
+    rec = Record()
+    m = nn.Sequential(rec, mlp(np.float64))
+    dp = fld.DataParallel(m)
+    ids = x.copy()
+    ids[:, 0] = np.arange(len(x))
+    fl.train.fit(dp, nn.CrossEntropyLoss(), fl.optim.SGD(dp.parameters(), lr=0.1), (ids, y), epochs=1,
+                 batch_size=8, progress=False, seed=None)
+    rows = np.sort(np.concatenate([np.concatenate(s) for s in comm.allgather(rec.seen)]))
+    check("seed_none_one_batch_order", 0, np.array_equal(rows, np.arange(len(x))))
     comm.barrier()
     check("history_written_by_rank0_only", 0, os.path.exists(os.path.join(outdir, "hist_rank0.csv"))
           and not any(os.path.exists(os.path.join(outdir, f"hist_rank{r}.csv")) for r in range(1, comm.size)))

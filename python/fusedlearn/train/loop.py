@@ -223,6 +223,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
     if dp is not None and size > 1:
         from ..distributed import share
     grad_scale = "sum" if getattr(loss, "reduction", "mean") == "sum" else "mean"
+    if comm is not None and size > 1 and seed is None:  # the batch order must be the same on every rank
+        seed = comm.allgather(np.random.SeedSequence().entropy)[0]
     rng = np.random.default_rng(seed)
     history = {k: [] for k in HISTORY_KEYS}
     start = 0
