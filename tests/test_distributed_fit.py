@@ -36,7 +36,7 @@ def test_mpi_fit_equals_one_rank_mlp_lstm_eval_bn_no_sync(tmp_path):
     out = _run2_fit("fit", tmp_path)
     for name in ("initial_broadcast", "mlp64_params_vs_1rank", "mlp32_params_vs_1rank", "lstm64_params_vs_1rank", "cnn_syncbn64_params_vs_1rank",
                  "mlp64_replicas_bitwise", "lstm64_eval_accuracy_exact", "mlp64_eval_loss_rel",
-                 "cnn_localbn_replicas_bitwise", "average_buffers_mean", "no_sync_equals_large_batch"):
+                 "cnn_localbn_replicas_bitwise", "adversarial_objective_replicas_bitwise", "average_buffers_mean", "no_sync_equals_large_batch"):
         assert f"rank1 {name} " in out and f"rank0 {name} " in out
 
 

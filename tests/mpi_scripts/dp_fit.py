@@ -113,6 +113,17 @@ if mode == "fit":
     # SyncBatchNorm2d on 2 ranks equals BatchNorm2d on 1 rank (global-batch statistics)
     compare_fit("cnn_syncbn64", lambda: fld.convert_sync_batchnorm(cnn()), (2, 6, 6), np.float64, 1e-12,
                 make_ref=cnn)
+    # an objective that runs the inner module's backward (AdversarialFeatures): still reduced
+    train = data((6,), 17, np.float64, 1)
+    ref, m = mlp(np.float64), mlp(np.float64)
+    fl.train.fit(ref, nn.CrossEntropyLoss(), fl.optim.SGD(ref.parameters(), lr=0.1), train, epochs=1,
+                 batch_size=8, progress=False,
+                 objective=fl.train.AdversarialFeatures(ref, eps=0.3, layers=[2], seed=0))
+    dp = fld.DataParallel(m)
+    fl.train.fit(dp, nn.CrossEntropyLoss(), fl.optim.SGD(dp.parameters(), lr=0.1), train, epochs=1,
+                 batch_size=8, progress=False,
+                 objective=fl.train.AdversarialFeatures(m, eps=0.3, layers=[2], seed=0))
+    check("adversarial_objective_replicas_bitwise", 0, replicas_identical(m))
     # local BatchNorm statistics: replicas stay bit-identical (buffers averaged after each epoch)
     x, y = data((2, 6, 6), 17, np.float64, 3)
     m = cnn()

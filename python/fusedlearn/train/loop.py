@@ -198,7 +198,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
     :class:`AdversarialFeatures`, :func:`augmented`): after ``optimizer.zero_grad()``
     it is called as ``out, value = objective(model, loss, xb, yb)``, must leave the
     gradients in the parameters, and returns the output used for the accuracy and
-    the loss value logged; then ``optimizer.step()`` runs as usual.
+    the loss value logged; then ``optimizer.step()`` runs as usual.  With a ``DataParallel``
+    model the objective gets the wrapped module and the gradients it leaves are reduced after it.
     """
     epochs, batch_size = int(epochs), int(batch_size)
     if epochs < 0:
@@ -297,7 +298,12 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                     getattr(model, "backward_params", model.backward)(grad)
                 else:
                     optimizer.zero_grad()
-                    out, value = objective(model, loss, xb, yb)
+                    # under DataParallel the objective gets the wrapped module (AdversarialFeatures
+                    # splits it as a Sequential); its gradients are local, reduced here
+                    out, value = objective(model if dp is None else dp.module, loss, xb, yb)
+                    if dp is not None and dp._n_global is not None:
+                        dp._attach_views()
+                        dp.reduce_gradients()
                 optimizer.step()
                 if out is not None:
                     tally.add(value, out, yb)
