@@ -20,7 +20,7 @@ import traceback
 import numpy as np
 
 __all__ = ["init", "get_comm", "LocalComm", "MPIComm", "DataParallel", "share", "shares",
-           "StructureMismatchError", "FIRST_BUCKET_MB", "convert_sync_batchnorm"]
+           "StructureMismatchError", "FIRST_BUCKET_MB"]
 
 FIRST_BUCKET_MB = 1.0
 _COMM = None
@@ -411,3 +411,6 @@ def convert_sync_batchnorm(module, comm=None):
     parameters and buffers), as ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``."""
     from .nn.sync_batchnorm import SyncBatchNorm2d
     return SyncBatchNorm2d.convert(module, comm)
+
+
+__all__ += ["convert_sync_batchnorm"]
