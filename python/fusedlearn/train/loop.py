@@ -281,6 +281,12 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                 if dp is not None:
                     dp.set_batch(len(xb), n_batch, grad_scale)
                 before = (tally.total, tally.n)
+                # a batch smaller than the rank count leaves some ranks empty: they reduce with blocking
+                # calls, which must not meet the non-blocking ones of an overlapped backward (MPI does not
+                # match the two kinds), so every rank reduces without overlap for that batch (known to all)
+                overlap_off = dp is not None and n_batch < size and bool(getattr(dp, "overlap", False))
+                if overlap_off:
+                    object.__setattr__(dp, "overlap", False)
                 if dp is not None and len(xb) == 0:  # this rank's share is empty: join the reductions
                     optimizer.zero_grad()
                     sbn = sync_batchnorm_layers(dp)
@@ -304,6 +310,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                     if dp is not None and dp._n_global is not None:
                         dp._attach_views()
                         dp.reduce_gradients()
+                if overlap_off:
+                    object.__setattr__(dp, "overlap", True)
                 optimizer.step()
                 if out is not None:
                     tally.add(value, out, yb)
