@@ -645,3 +645,43 @@ class DataParallel:
 
     def __repr__(self) -> str:
         return f"DataParallel(rank={self.comm.rank}, size={self.comm.size}, buckets={len(self.buckets)})"
+
+    def average_buffers(self) -> None:
+        """Average the floating-point buffers (BatchNorm's ``running_mean`` / ``running_var``) over
+        the ranks, in place, as float64 sums; integer buffers (``num_batches_tracked``) take rank
+        0's value (rank 0 has rows in every non-empty batch; a rank with an empty share skipped
+        its forward and counted one batch fewer).  ``fit`` calls it before evaluation and
+        checkpoints."""
+        if self.comm.size == 1:
+            return
+        for _, b in self.module.named_buffers():
+            if not isinstance(b, np.ndarray) or not b.size:
+                continue
+            if b.dtype.kind != "f":
+                if b.flags.c_contiguous:
+                    self.comm.bcast_(b)
+                continue
+            acc = np.ascontiguousarray(b, dtype=np.float64).copy()
+            self.comm.allreduce_(acc)
+            np.copyto(b, acc / self.comm.size, casting="same_kind")
+
+    def seed_rank_streams(self, seed) -> None:
+        """Give every random layer (``Dropout``, recurrent dropout) of rank ``r > 0`` its own stream,
+        seeded from ``(seed, r, layer index)``; rank 0 keeps its stream, so 1 rank is unchanged."""
+        if self.comm.rank == 0:
+            return
+        i = 0
+        for _, m in self.module.named_modules():
+            if callable(getattr(m, "manual_seed", None)) and callable(getattr(m, "get_rng_state", None)):
+                m.manual_seed(np.random.SeedSequence([int(seed) & (2 ** 63 - 1), self.comm.rank, i]))
+                i += 1
+
+
+def convert_sync_batchnorm(module, comm=None):
+    """``module`` with every ``BatchNorm2d`` replaced by a ``fl.nn.SyncBatchNorm2d`` (same
+    parameters and buffers), as ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``."""
+    from .nn.sync_batchnorm import SyncBatchNorm2d
+    return SyncBatchNorm2d.convert(module, comm)
+
+
+__all__ += ["convert_sync_batchnorm"]

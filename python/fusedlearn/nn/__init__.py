@@ -15,6 +15,7 @@ from .rnn import GRU, LSTM
 from .conv import Conv2d, Dropout2d
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .batchnorm import BatchNorm2d
+from .sync_batchnorm import SyncBatchNorm2d
 from . import init
 from .embedding import Embedding
 from .loss import SequenceCrossEntropyLoss
@@ -23,7 +24,7 @@ from .sequence import SequenceModel
 __all__ = [
     "Parameter", "Module", "StateDictError", "IncompatibleKeys", "Linear", "ReLU", "Tanh", "Sigmoid",
     "Dropout", "Flatten", "Identity", "Sequential", "Residual", "CrossEntropyLoss", "MSELoss", "init",
-    "Conv2d", "Dropout2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d",
+    "Conv2d", "Dropout2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "SyncBatchNorm2d",
 ]
 __all__ += ["LSTM", "GRU"]
 __all__ += ["Embedding", "SequenceCrossEntropyLoss", "SequenceModel"]

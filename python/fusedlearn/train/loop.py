@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import checkpoint as ckpt_io
 from ..data.dataset import ArrayDataset, as_dataset, labelled_dataset
+from ..nn.sync_batchnorm import sync_batchnorm_layers
 from .callbacks import Callback
 from .history import plot_history, write_history
 
@@ -49,9 +50,30 @@ class _Tally:
             self.correct += c
         self.n += len(out)
 
+    def add_empty(self) -> None:
+        """A rank's empty share of a batch: nothing to count."""
+
+    def reduced(self, comm) -> "_Tally":
+        """The tally summed over the ranks of ``comm`` as float64 (sum, count): exact, no padding."""
+        if comm is None or comm.size == 1:
+            return self
+        buf = np.array([self.total, self.correct, self.n, 0.0 if self.acc_ok else 1.0], dtype=np.float64)
+        comm.allreduce_(buf)
+        t = _Tally(self.loss)
+        t.total, t.correct, t.n, t.acc_ok = float(buf[0]), int(buf[1]), int(buf[2]), buf[3] == 0
+        return t
+
     def summary(self) -> dict:
         n = max(self.n, 1)
         return {"loss": self.total / n, "accuracy": self.correct / n if self.acc_ok else None}
+
+
+def _data_parallel(model):
+    """``(model, comm)`` when ``model`` is a ``fusedlearn.distributed.DataParallel``, else ``(None, None)``."""
+    from ..distributed import DataParallel
+    if isinstance(model, DataParallel):
+        return model, model.comm
+    return None, None
 
 
 def predict(model, x, batch_size: int = 1024) -> np.ndarray:
@@ -66,8 +88,18 @@ def predict(model, x, batch_size: int = 1024) -> np.ndarray:
 
 
 def evaluate(model, loss, data, batch_size: int = 1024) -> dict:
-    """Mean loss (and accuracy for classifiers) of ``model`` over ``data``, in eval mode."""
+    """Mean loss (and accuracy for classifiers) of ``model`` over ``data``, in eval mode.
+
+    With a ``DataParallel`` model each rank evaluates its share of ``data`` (contiguous rows,
+    shares differing by at most one) and the (loss sum, correct, count) are summed over the ranks
+    as float64: the exact metrics of the whole set, every row counted once.  Models with local
+    BatchNorm statistics should call ``model.average_buffers()`` first (``fit`` does)."""
     ds = as_dataset(data, "data")
+    _, comm = _data_parallel(model)
+    if comm is not None and comm.size > 1:
+        from ..distributed import share
+        sl = share(len(ds), comm.rank, comm.size)
+        ds = ArrayDataset(ds.x[sl], None if ds.y is None else ds.y[sl])
     was = model.training
     model.eval()
     tally = _Tally(loss)
@@ -77,7 +109,7 @@ def evaluate(model, loss, data, batch_size: int = 1024) -> dict:
             tally.add(loss(out, yb)[0], out, yb)
     finally:
         model.train(was)
-    return tally.summary()
+    return tally.reduced(comm).summary()
 
 
 class _Progress:
@@ -150,11 +182,24 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
     None without validation data).  ``history_path`` (``.csv`` / ``.json``) and
     ``plot_path`` (PNG) are written at the end.
 
+    With a ``fusedlearn.distributed.DataParallel`` model, ``batch_size`` is the global batch:
+    every rank draws the same batch order (the shuffling generator is seeded alike everywhere)
+    and takes its share ``share(len(batch), rank, size)`` (a rank with no rows still joins the
+    reduction), ``set_batch`` scales the gradients so that ``.grad`` is the gradient of the
+    global batch's loss, and losses and metrics are summed over the ranks as float64.  Random
+    layers of rank ``r > 0`` get their own streams (from ``seed`` and ``r``).  Floating-point
+    buffers (BatchNorm's running statistics) are averaged over the ranks before evaluation and
+    checkpoints.  Callbacks and the scheduler run on every rank with the same reduced logs
+    (so that e.g. ``EarlyStopping`` restores weights everywhere); the progress bar, the history
+    and plot files and the checkpoint are written by rank 0 only.  The checkpoint holds every
+    rank's random states; resuming needs the same number of ranks.
+
     ``objective`` replaces the forward / loss / backward of a batch (e.g.
     :class:`AdversarialFeatures`, :func:`augmented`): after ``optimizer.zero_grad()``
     it is called as ``out, value = objective(model, loss, xb, yb)``, must leave the
     gradients in the parameters, and returns the output used for the accuracy and
-    the loss value logged; then ``optimizer.step()`` runs as usual.
+    the loss value logged; then ``optimizer.step()`` runs as usual.  With a ``DataParallel``
+    model the objective gets the wrapped module and the gradients it leaves are reduced after it.
     """
     epochs, batch_size = int(epochs), int(batch_size)
     if epochs < 0:
@@ -173,13 +218,35 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
         raise TypeError(f"fit: objective must be callable as objective(model, loss, xb, yb), got {objective!r}")
     plateau = scheduler is not None and type(scheduler).__name__ == "ReduceLROnPlateau"
 
+    dp, comm = _data_parallel(model)
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
+    root = rank == 0
+    if dp is not None and size > 1:
+        from ..distributed import share
+    grad_scale = "sum" if getattr(loss, "reduction", "mean") == "sum" else "mean"
+    if comm is not None and size > 1 and seed is None:  # the batch order must be the same on every rank
+        seed = comm.allgather(np.random.SeedSequence().entropy)[0]
     rng = np.random.default_rng(seed)
     history = {k: [] for k in HISTORY_KEYS}
     start = 0
     stopped = False
-    if resume and os.path.exists(checkpoint_path):
+    resuming = resume and os.path.exists(checkpoint_path)
+    if comm is not None and size > 1:
+        seen = comm.allgather(bool(resuming))
+        if any(seen) != all(seen):
+            raise RuntimeError(f"fit: the checkpoint {checkpoint_path!r} is visible on ranks "
+                               f"{[r for r, v in enumerate(seen) if v]} only (it must be on a shared file system)")
+    if dp is not None and size > 1 and not resuming:
+        dp.seed_rank_streams(seed)
+    if resuming:
+        saved_ranks = int(ckpt_io.load(checkpoint_path).get("fit_state", {}).get("ranks", 1))
+        if saved_ranks != size:  # checked before anything is loaded into the model
+            raise ValueError(f"fit: the checkpoint {checkpoint_path!r} was written by {saved_ranks} rank(s); "
+                             f"resuming it bit-identically needs the same number of ranks, not {size}")
         ck = ckpt_io.load(checkpoint_path, model, optimizer)
         fs = ck["fit_state"]
+        if "rank_rng" in fs:
+            ckpt_io.set_rng_states(model, fs["rank_rng"][rank])
         rng.bit_generator.state = fs["shuffle_rng"]
         history = {k: list(v) for k, v in fs["history"].items()}
         start = int(ck["epoch"])
@@ -202,12 +269,34 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
         _call(callbacks, "on_epoch_begin", epoch, state)
         model.train()
         t0 = time.perf_counter()
-        bar = _Progress(progress, nb, epoch, epochs)
+        bar = _Progress(progress and root, nb, epoch, epochs)
         tally = _Tally(loss)
         try:
             for b, (xb, yb) in enumerate(train.batches(batch_size, shuffle=shuffle, seed=rng,
                                                        drop_last=drop_last)):
-                if objective is None:
+                n_batch = len(xb)
+                if dp is not None and size > 1:
+                    sl = share(n_batch, rank, size)
+                    xb, yb = xb[sl], yb[sl]
+                if dp is not None:
+                    dp.set_batch(len(xb), n_batch, grad_scale)
+                before = (tally.total, tally.n)
+                # a batch smaller than the rank count leaves some ranks empty: they reduce with blocking
+                # calls, which must not meet the non-blocking ones of an overlapped backward (MPI does not
+                # match the two kinds), so every rank reduces without overlap for that batch (known to all)
+                overlap_off = dp is not None and n_batch < size and bool(getattr(dp, "overlap", False))
+                if overlap_off:
+                    object.__setattr__(dp, "overlap", False)
+                if dp is not None and len(xb) == 0:  # this rank's share is empty: join the reductions
+                    optimizer.zero_grad()
+                    sbn = sync_batchnorm_layers(dp)
+                    for layer in sbn:
+                        layer.join_empty_forward()
+                    for layer in reversed(sbn):
+                        layer.join_empty_backward()
+                    dp.backward_empty()
+                    out = value = None
+                elif objective is None:
                     out = model(xb)
                     value, grad = loss(out, yb)
                     optimizer.zero_grad()
@@ -215,17 +304,36 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                     getattr(model, "backward_params", model.backward)(grad)
                 else:
                     optimizer.zero_grad()
-                    out, value = objective(model, loss, xb, yb)
+                    # under DataParallel the objective gets the wrapped module (AdversarialFeatures
+                    # splits it as a Sequential); its gradients are local, reduced here
+                    out, value = objective(model if dp is None else dp.module, loss, xb, yb)
+                    if dp is not None and dp._n_global is not None:
+                        dp._attach_views()
+                        dp.reduce_gradients()
+                if overlap_off:
+                    object.__setattr__(dp, "overlap", True)
                 optimizer.step()
-                tally.add(value, out, yb)
-                running = tally.summary()
+                if out is not None:
+                    tally.add(value, out, yb)
+                if callbacks or (progress and (b % 4 == 0 or b == nb - 1)):  # alike on every rank
+                    if comm is not None and size > 1:
+                        # the batch's loss over the global batch, and the running tally, as float64 sums
+                        buf = np.array([tally.total - before[0], tally.n - before[1]], dtype=np.float64)
+                        comm.allreduce_(buf)
+                        batch_loss = float(buf[0] / max(buf[1], 1.0))
+                        running = tally.reduced(comm).summary()
+                    else:
+                        batch_loss = float(np.sum(value))
+                        running = tally.summary()
                 if callbacks:
-                    _call(callbacks, "on_batch_end", b, {"loss": float(np.sum(value)), **running}, state)
+                    _call(callbacks, "on_batch_end", b, {"loss": batch_loss, **running}, state)
                 if bar.bar is not None and (b % 4 == 0 or b == nb - 1):
                     bar.update(_fmt(running))
                 elif bar.bar is not None:
                     bar.bar.update(1)
-            logs = {"epoch": epoch, **tally.summary(), "val_loss": None, "val_accuracy": None}
+            logs = {"epoch": epoch, **tally.reduced(comm).summary(), "val_loss": None, "val_accuracy": None}
+            if dp is not None:
+                dp.average_buffers()
             if val is not None:
                 v = evaluate(model, loss, val, batch_size=max(batch_size, 256))
                 logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
@@ -239,6 +347,8 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
         for k in HISTORY_KEYS:
             history[k].append(logs[k])
         _call(callbacks, "on_epoch_end", epoch, logs, state)
+        if comm is not None and size > 1:  # rank 0's stopping decision, so no rank is left waiting
+            state["stop"] = bool(comm.allgather(bool(state["stop"]))[0])
         if scheduler is not None:
             if plateau:
                 scheduler.step(logs["val_loss"] if logs["val_loss"] is not None else logs["loss"])
@@ -251,11 +361,18 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
                 "stopped": bool(state["stop"]),
+                "ranks": size,
             }
-            ckpt_io.save(checkpoint_path, model, optimizer, epoch=epoch, fit_state=fit_state)
+            if comm is not None and size > 1:
+                # the buffers were averaged after the epoch; the random states are per rank
+                fit_state["rank_rng"] = comm.allgather(ckpt_io.rng_states(model))
+            if root:
+                ckpt_io.save(checkpoint_path, model, optimizer, epoch=epoch, fit_state=fit_state)
+            if comm is not None and size > 1:
+                comm.barrier()  # the file is complete before any rank may read it
     _call(callbacks, "on_train_end", history, state)
-    if history_path is not None:
+    if root and history_path is not None:
         write_history(history, history_path)
-    if plot_path is not None:
+    if root and plot_path is not None:
         plot_history(history, plot_path)
     return history
