@@ -522,6 +522,25 @@ class DataParallel:
         object.__setattr__(self, "_n_local", 0)
         self._maybe_check()
         self._attach_views()
+        if self.overlap and self._sync and self._layers:
+            # the other ranks start non-blocking reductions bucket by bucket, which MPI never
+            # matches with a blocking one: start the same ones, in the same order
+            w = self._weight()
+            pending = []
+            for i in range(len(self._layers) - 1, -1, -1):
+                for bi in self._ready_after.get(i, ()):
+                    b = self.buckets[bi]
+                    self._reattach(b)
+                    if w != 1.0:
+                        b.buffer *= b.dtype.type(w)
+                    pending.append(self._start(b))
+            t0 = time.perf_counter()
+            for req, finish in pending:
+                req.Wait()
+                finish()
+            self.comm_seconds += time.perf_counter() - t0
+            object.__setattr__(self, "_n_global", None)
+            return
         self._after_backward()
 
     def _reattach(self, b) -> None:

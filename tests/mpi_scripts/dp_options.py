@@ -70,6 +70,32 @@ for dtype in (np.float64, np.float32):
         if any(r != rep[0] for r in rep):
             fails.append(f"{dtype.__name__} {key}: replicas differ")
 
+# a rank with no rows joins an overlapped backward (its non-blocking reductions meet the others')
+state = {k: v.copy() for k, v in fld.DataParallel(mlp(np.float64)).module.state_dict().items()}
+for red in ("sum", "ordered"):
+    got = {}
+    for ov in (False, True):
+        m = mlp(np.float64)
+        m.load_state_dict({k: v.copy() for k, v in state.items()})
+        dp = fld.DataParallel(m, reduction=red, overlap=ov, bucket_cap_mb=1e-4, first_bucket_mb=5e-5)
+        for p in dp.parameters():
+            p.grad = None
+        x = np.random.default_rng(3).standard_normal((4, 5))
+        if comm.rank == 0:
+            dp.set_batch(4, 4)
+            dp(x)
+            dp.backward_params(np.ones((4, 3)))
+        else:
+            dp.set_batch(0, 4)
+            dp.backward_empty()
+        got[ov] = [p.grad.copy() for p in dp.parameters()]
+    for ga, gb in zip(got[False], got[True]):
+        if not np.array_equal(ga, gb):
+            fails.append(f"{red}: empty rank under overlap differs from blocking")
+    rep = comm.allgather([ga.tobytes() for ga in got[True]])
+    if any(r != rep[0] for r in rep):
+        fails.append(f"{red}: empty rank under overlap: replicas differ")
+
 # replica drift
 m = mlp(np.float64)
 dp = fld.DataParallel(m)

@@ -281,9 +281,10 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
                 if dp is not None:
                     dp.set_batch(len(xb), n_batch, grad_scale)
                 before = (tally.total, tally.n)
-                # a batch smaller than the rank count leaves some ranks empty: they reduce with blocking
-                # calls, which must not meet the non-blocking ones of an overlapped backward (MPI does not
-                # match the two kinds), so every rank reduces without overlap for that batch (known to all)
+                # a batch smaller than the rank count leaves some ranks empty: they join SyncBatchNorm2d's
+                # all-reduces before their bucket reductions, while an overlapped backward interleaves the
+                # two, and MPI needs one order of collectives on every rank; so every rank reduces without
+                # overlap for that batch (known to all)
                 overlap_off = dp is not None and n_batch < size and bool(getattr(dp, "overlap", False))
                 if overlap_off:
                     object.__setattr__(dp, "overlap", False)
