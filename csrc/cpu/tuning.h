@@ -22,7 +22,7 @@ namespace tuning {
 //   NC         columns of a packed B panel (shared by the team, meant for L3)
 //   GROUP_KIB  packed B per work item of the small-M driver (M <= MC)
 //   B_AHEAD    k steps the micro-kernel prefetches its B micro-panel ahead (0: none)
-// Figures: bench/RESULTS.md, section "Tuning notes" (anchors given per line).
+// Figures: bench/RESULTS.md, section "Tuning notes", by the [tag] at the end of a line.
 struct Gemm {
 #if defined(__AVX512F__)
   // AVX-512, micro-kernel 12 x 32; Intel Sapphire Rapids: 48 KiB L1d, 2 MiB L2 per core
@@ -37,7 +37,7 @@ struct Gemm {
   static constexpr int64_t KC        = 256;   // B micro-panel 16 x 256 x 4 B = 16 KiB in L1           [gemm-avx2]
   static constexpr int64_t NC        = 4080;  // packed B panel 256 x 4080 x 4 B = 4 MiB in L3         [gemm-avx2]
   static constexpr int64_t GROUP_KIB = 256;   // half of L2                                            [gemm-avx2]
-  static constexpr int     B_AHEAD   = 0;     // the hardware prefetcher follows the packed panel     [gemm-avx2]
+  static constexpr int     B_AHEAD   = 0;     // no software prefetch in this kernel (as before)      [gemm-avx2]
 #else
   // scalar build, micro-kernel 4 x 8 (SSE2 on x86-64): the AVX2 sizes scaled down, not tuned
   static constexpr int64_t MC        = 128;
