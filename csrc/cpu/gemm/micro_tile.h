@@ -81,17 +81,27 @@ FL_HD void store_tile(const typename L::reg (&acc)[R][NV], float* C, int64_t ldc
 
 // K::run_rows<rows>(...) for a run-time 1 <= rows <= K::MR (more runs MR):
 // the bottom edge of C without wasted rows or a copy (the A panel keeps its
-// MR stride).
-template <class K, int R = K::MR>
+// MR stride).  A switch, as each kernel had: the large row counts stay calls
+// instead of being inlined into every driver.
+template <class K>
 inline void run_rows_of(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
                         float beta, TileEpilogue ep) {
-  if constexpr (R > 1) {
-    if (rows < R) {
-      run_rows_of<K, R - 1>(rows, kc, A, B, C, ldc, alpha, beta, ep);
-      return;
-    }
+  static_assert(K::MR >= 1 && K::MR <= 16, "rows of a micro-kernel tile");
+#define FL_TILE_ROWS(n)                                            \
+  case n:                                                          \
+    if constexpr (n < K::MR) {                                     \
+      K::template run_rows<n>(kc, A, B, C, ldc, alpha, beta, ep);  \
+      return;                                                      \
+    }                                                              \
+    break;
+  switch (rows) {
+    FL_TILE_ROWS(1) FL_TILE_ROWS(2) FL_TILE_ROWS(3) FL_TILE_ROWS(4) FL_TILE_ROWS(5)
+    FL_TILE_ROWS(6) FL_TILE_ROWS(7) FL_TILE_ROWS(8) FL_TILE_ROWS(9) FL_TILE_ROWS(10)
+    FL_TILE_ROWS(11) FL_TILE_ROWS(12) FL_TILE_ROWS(13) FL_TILE_ROWS(14) FL_TILE_ROWS(15)
+    default: break;
   }
-  K::template run_rows<R>(kc, A, B, C, ldc, alpha, beta, ep);
+#undef FL_TILE_ROWS
+  K::template run_rows<K::MR>(kc, A, B, C, ldc, alpha, beta, ep);
 }
 
 }  // namespace FL_ISA_NS
