@@ -27,6 +27,7 @@ p, m, v written = 28 B).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -40,7 +41,8 @@ import numpy as np
 
 # ---- the rules -------------------------------------------------------------------
 
-RULES = ["sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax", "sdprop", "accsgd"]
+RULES = ["sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "adamax", "sdprop", "accsgd",
+         "nadam", "radam", "rprop", "asgd"]
 
 # Hyperparameters, in torch.optim's names, shared by every implementation.
 HP = {
@@ -53,16 +55,55 @@ HP = {
     "adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8),
     "sdprop": dict(lr=1e-3, gamma=0.99, eps=1e-8),
     "accsgd": dict(lr=1e-3, kappa=1000.0, xi=10.0, small_const=0.7),
+    "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
+    "radam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8),
+    "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0)),
+    "asgd": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6),
 }
+# Initial value of each state stream (0 unless listed): Rprop's step sizes start at lr.
+STATE_INIT = {"rprop": [0.0, 1e-2]}
 # State streams per parameter (each read and written once per step).
 NSTATE = {"sgd": 1, "adagrad": 1, "adadelta": 2, "rmsprop": 1, "adam": 2, "adamw": 2, "adamax": 2,
-          "sdprop": 2, "accsgd": 1}
+          "sdprop": 2, "accsgd": 1, "nadam": 2, "radam": 2, "rprop": 2, "asgd": 1}
 FL_CLASS = {"sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop", "adam": "Adam",
-            "adamw": "AdamW", "adamax": "Adamax", "sdprop": "SDProp", "accsgd": "AccSGD"}
+            "adamw": "AdamW", "adamax": "Adamax", "sdprop": "SDProp", "accsgd": "AccSGD",
+            "nadam": "NAdam", "radam": "RAdam", "rprop": "Rprop", "asgd": "ASGD"}
 # torch.optim peers.  AccSGD has none (torch's ASGD is averaged SGD, another
 # algorithm), nor has SDProp.
 TORCH_CLASS = {"sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop",
-               "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax"}
+               "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam",
+               "rprop": "Rprop", "asgd": "ASGD"}
+
+
+@functools.lru_cache(maxsize=None)
+def _step_scalars(rule: str, step: int) -> tuple:
+    return tuple(sorted(_compute_step_scalars(rule, step).items()))
+
+
+def step_scalars(rule: str, step: int) -> dict:
+    return dict(_step_scalars(rule, step))
+
+
+def _compute_step_scalars(rule: str, step: int) -> dict:
+    """Per-step scalars the kernels take (torch keeps them as per-param 0-d tensors), for a
+    constant lr: NAdam's momentum product, ASGD's eta and mu."""
+    h = HP[rule]
+    if rule == "nadam":
+        prod = 1.0
+        for t in range(1, step + 1):
+            prod = float(np.float32(prod) * np.float32(h["betas"][0] * (1 - 0.5 * 0.96 ** (t * h["momentum_decay"]))))
+        return {"mu_product": prod}
+    if rule == "asgd":
+        t = step - 1  # the values stored after the previous step
+        eta = h["lr"] / (1 + h["lambd"] * h["lr"] * t) ** h["alpha"] if t else h["lr"]
+        return {"eta": float(np.float32(eta)), "mu": float(np.float32(1 / max(1, t - h["t0"]))) if t else 1.0}
+    return {}
+
+
+def init_states(rule: str, make) -> list:
+    """NSTATE[rule] state lists, make(value) building one list."""
+    init = STATE_INIT.get(rule, [0.0] * NSTATE[rule])
+    return [make(v) for v in init]
 
 
 def bytes_per_param(rule: str) -> int:
@@ -188,6 +229,68 @@ def np_step(rule: str, p, g, s, step: int, t1, t2) -> None:
         np.divide(g, t1, out=t1)
         np.multiply(t1, h["lr"] * math.sqrt(1.0 - gm ** step), out=t1)
         np.subtract(p, t1, out=p)
+    elif rule in ("nadam", "radam"):
+        m, v = s
+        b1, b2 = h["betas"]
+        np.subtract(g, m, out=t1)
+        np.multiply(t1, 1.0 - b1, out=t1)
+        np.add(m, t1, out=m)
+        np.multiply(v, b2, out=v)
+        np.multiply(g, g, out=t1)
+        np.multiply(t1, 1.0 - b2, out=t1)
+        np.add(v, t1, out=v)
+        if rule == "nadam":
+            md, prod = h["momentum_decay"], step_scalars(rule, step)["mu_product"]
+            mu = b1 * (1 - 0.5 * 0.96 ** (step * md))
+            mu_next = b1 * (1 - 0.5 * 0.96 ** ((step + 1) * md))
+            np.divide(v, 1.0 - b2 ** step, out=t1)
+            np.sqrt(t1, out=t1)
+            np.add(t1, h["eps"], out=t1)
+            np.divide(g, t1, out=t2)
+            np.multiply(t2, h["lr"] * (1 - mu) / (1 - prod), out=t2)
+            np.subtract(p, t2, out=p)
+            np.divide(m, t1, out=t2)
+            np.multiply(t2, h["lr"] * mu_next / (1 - prod * mu_next), out=t2)
+            np.subtract(p, t2, out=p)
+        else:
+            bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step
+            rho_inf = 2 / (1 - b2) - 1
+            rho_t = rho_inf - 2 * step * b2 ** step / bc2
+            if rho_t > 5:
+                rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                np.sqrt(v, out=t1)
+                np.add(t1, h["eps"], out=t1)
+                np.divide(m, t1, out=t1)
+                np.multiply(t1, h["lr"] * rect * math.sqrt(bc2) / bc1, out=t1)
+            else:
+                np.multiply(m, h["lr"] / bc1, out=t1)
+            np.subtract(p, t1, out=p)
+    elif rule == "rprop":
+        prev, ss = s
+        (em, ep), (smin, smax) = h["etas"], h["step_sizes"]
+        np.multiply(g, prev, out=t1)
+        np.copyto(t2, 1.0)
+        t2[t1 > 0] = ep
+        t2[t1 < 0] = em
+        np.multiply(ss, t2, out=ss)
+        np.clip(ss, smin, smax, out=ss)
+        np.copyto(prev, g)
+        prev[t1 < 0] = 0
+        np.sign(prev, out=t2)
+        np.multiply(t2, ss, out=t2)
+        np.subtract(p, t2, out=p)
+    elif rule == "asgd":
+        (ax,) = s
+        sc = step_scalars(rule, step)
+        np.multiply(p, 1 - h["lambd"] * sc["eta"], out=p)
+        np.multiply(g, sc["eta"], out=t1)
+        np.subtract(p, t1, out=p)
+        if sc["mu"] == 1:
+            np.copyto(ax, p)
+        else:
+            np.subtract(p, ax, out=t1)
+            np.multiply(t1, sc["mu"], out=t1)
+            np.add(ax, t1, out=ax)
     elif rule == "accsgd":
         (b,) = s
         e, xi, kappa = h["small_const"], h["xi"], h["kappa"]
@@ -300,6 +403,11 @@ def ours_kwargs(rule: str) -> dict:
     h = dict(HP[rule])
     if "betas" in h:
         h["beta1"], h["beta2"] = h.pop("betas")
+    if rule == "rprop":
+        h.pop("lr")  # only the initial step sizes
+        (h["etaminus"], h["etaplus"]), (h["step_size_min"], h["step_size_max"]) = h.pop("etas"), h.pop("step_sizes")
+    if rule == "asgd":
+        h = dict(lambd=h["lambd"])  # lr, alpha, t0 enter through eta and mu
     return h
 
 
@@ -308,13 +416,14 @@ class Ours:
 
     def __init__(self, F, rule, params, grads, states):
         self.fn = getattr(F, rule + "_")
+        self.rule = rule
         self.kw = ours_kwargs(rule)
         self.p, self.g, self.s = params, grads, states
         self.step = 0
 
     def __call__(self):
         self.step += 1
-        self.fn(self.p, self.g, *self.s, step=self.step, **self.kw)
+        self.fn(self.p, self.g, *self.s, step=self.step, **self.kw, **step_scalars(self.rule, self.step))
 
 
 def torch_variants(torch, rule):
@@ -348,10 +457,10 @@ def check_rules(torch, F, rules) -> list[str]:
         p0, g0 = make_numpy_data(sizes, seed=1)
         # numpy reference
         p_ref = [x.copy() for x in p0]
-        ref = NumpyRef(rule, p_ref, g0, [[np.zeros(n, np.float32) for n in sizes] for _ in range(NSTATE[rule])])
+        ref = NumpyRef(rule, p_ref, g0, init_states(rule, lambda v: [np.full(n, v, np.float32) for n in sizes]))
         # ours
         p_ours = [x.copy() for x in p0]
-        ours = Ours(F, rule, p_ours, g0, [[np.zeros(n, np.float32) for n in sizes] for _ in range(NSTATE[rule])])
+        ours = Ours(F, rule, p_ours, g0, init_states(rule, lambda v: [np.full(n, v, np.float32) for n in sizes]))
         for _ in range(3):
             ref()
             ours()
@@ -380,12 +489,12 @@ def bench_rule_case(torch, F, fl, rule, case, n, threads, timing, log) -> dict:
 
     # ours on numpy arrays (numpy's allocator)
     methods["ours-np"] = Ours(F, rule, [x.copy() for x in p0], [x.copy() for x in g0],
-                              [[zeros_touched(k) for k in sizes] for _ in range(NSTATE[rule])])
+                              init_states(rule, lambda v: [zeros_touched(k) + np.float32(v) for k in sizes]))
     # ours on torch tensors (torch's allocator, as torch.optim's params and state)
     tp = torch_params(torch, p0, g0)
     with torch.no_grad():
         methods["ours-t"] = Ours(F, rule, [p.detach() for p in tp], [p.grad for p in tp],
-                                 [[torch.zeros_like(p) for p in tp] for _ in range(NSTATE[rule])])
+                                 init_states(rule, lambda v: [torch.full_like(p, v) for p in tp]))
     # ours through the fl.optim class on torch params: the same API and the
     # same Python-side work per step as torch.optim
     ps = torch_params(torch, p0, g0)

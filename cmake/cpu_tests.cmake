@@ -3,8 +3,8 @@
 # definitions (FL_ISA_NS, FL_ISA_NAME) and options (-O3, the -m flags) as that
 # build's kernel objects, read from the fl_cpu_<isa> target itself, so it
 # tests the code the library runs at that ISA.  A program exits 77 (skipped)
-# where the CPU lacks the ISA.
-enable_testing()
+# where the CPU lacks the ISA.  Included from CMakeLists.txt inside
+# if(FUSEDLEARN_TESTS); each program joins the fl_tests target.
 foreach(_fl_isa scalar avx2 avx512)
   if(NOT TARGET fl_cpu_${_fl_isa})
     continue()
@@ -21,6 +21,7 @@ foreach(_fl_isa scalar avx2 avx512)
   if(OpenMP_CXX_FOUND)
     target_link_libraries(${_fl_t} PRIVATE OpenMP::OpenMP_CXX)
   endif()
+  add_dependencies(fl_tests ${_fl_t})
   add_test(NAME gemm_micro_${_fl_isa} COMMAND ${_fl_t})
   set_tests_properties(gemm_micro_${_fl_isa} PROPERTIES SKIP_RETURN_CODE 77 LABELS "cpu;kernels")
 endforeach()

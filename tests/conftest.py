@@ -25,3 +25,17 @@ def threads(request):
     fl.set_num_threads(request.param)
     yield request.param
     fl.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """One thread for tiny matrices: no OpenMP oversubscription on a shared machine."""
+    before = fl.get_num_threads()
+    fl.set_num_threads(1)
+    yield
+    fl.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return fl.data.digits()

@@ -10,19 +10,37 @@ F = fl.functional
 
 # (N, C, H, W, K, (R, S), stride, padding, dilation, groups): every code path --
 # im2col bands (with several bands when the column budget is small), pointwise GEMM,
-# depthwise (with channel multiplier), grouped, odd sizes, strides, dilations.
+# depthwise (with channel multiplier), grouped, odd sizes, strides, dilations.  Which path a
+# shape takes depends on the ISA (its vector width); the tests below assert it with
+# F.conv2d_paths where a shape is meant for one path, and test_conv2d_every_path_every_isa
+# checks that these lists exercise every path of every pass at every ISA.
 CASES = [
     (2, 3, 9, 8, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (3, 4, 10, 11, 6, (3, 2), (2, 1), (1, 0), (2, 1), 2),
     (2, 6, 7, 7, 12, (3, 3), (1, 1), (1, 1), (1, 1), 6),   # depthwise, multiplier 2
     (1, 5, 9, 6, 5, (5, 3), (2, 3), (2, 1), (1, 2), 5),     # depthwise, strided
     (2, 6, 7, 5, 4, (1, 1), (1, 1), (0, 0), (1, 1), 2),     # pointwise, grouped
-    (3, 8, 5, 5, 16, (1, 1), (2, 2), (0, 0), (1, 1), 1),    # 1x1 strided: im2col
+    (3, 8, 5, 5, 16, (1, 1), (2, 2), (0, 0), (1, 1), 1),    # 1x1 strided: im2col input gradient
     (2, 1, 13, 13, 3, (5, 5), (1, 1), (2, 2), (1, 1), 1),   # one input channel (LeNet's first layer)
     (1, 3, 4, 4, 2, (4, 4), (1, 1), (0, 0), (1, 1), 1),     # kernel = image
     (2, 4, 6, 9, 6, (2, 3), (3, 2), (1, 1), (2, 1), 2),
-    (4, 16, 33, 35, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # several row bands per image
+    (4, 16, 33, 35, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),  # several row bands per image (AVX-512)
+    (1, 16, 64, 64, 5, (3, 3), (1, 1), (0, 0), (2, 2), 1),  # im2col at every ISA: 9 row bands
 ]
+
+PASSES = ("forward", "input_grad", "weight_grad")
+PATHS = {"im2col", "pointwise", "depthwise", "direct", "channel_vector"}
+
+
+def _paths(case, dtype="float32"):
+    N, C, H, W, K, (R, S), st, pad, dil, groups = case
+    return F.conv2d_paths((N, C, H, W), (K, C // groups, R, S), st, pad, dil, groups, dtype=dtype)
+
+
+def _assert_paths(case, **want):
+    got = _paths(case)
+    assert {k: got[k] for k in want} == want, f"{case} at {fl.get_isa()}: {got}"
+
 
 
 def _random_case(rng):
@@ -69,6 +87,14 @@ def _check(case, dtype, activation=None):
 
 @pytest.mark.parametrize("case", CASES + RANDOM)
 def test_conv2d_vs_reference_every_isa(case, isa):
+    if case in (CASES[2], CASES[3], RANDOM[3]):
+        _assert_paths(case, forward="depthwise", input_grad="depthwise", weight_grad="depthwise")
+    if case == CASES[4]:
+        _assert_paths(case, forward="pointwise", input_grad="pointwise", weight_grad="pointwise")
+    if case == CASES[5]:
+        _assert_paths(case, input_grad="im2col")
+    if case == CASES[-1]:
+        _assert_paths(case, forward="im2col", input_grad="im2col", weight_grad="im2col")
     _check(case, np.float32)
 
 
@@ -86,16 +112,19 @@ def test_conv2d_threads(case, threads):
 # Small output images (OH*OW < 256) run one GEMM over a band of several images
 # (about 256 columns per band): batches whose last band is partial, a single
 # image left over, groups, dilation, strides.
+# (Few output channels and a dilation or a stride, so that neither the direct nor the
+# channel-vector kernel takes them at any ISA.)
 MULTI_IMAGE = [
-    (7, 4, 9, 8, 6, (3, 3), (1, 1), (1, 1), (1, 1), 1),      # 72 columns/image: bands of 4, 4 + 3
+    (7, 4, 9, 10, 5, (3, 3), (1, 1), (1, 1), (1, 2), 1),     # 72 columns/image: bands of 4, 4 + 3
     (19, 6, 10, 10, 6, (3, 3), (2, 2), (1, 1), (2, 2), 3),   # 16 columns/image: bands of 16, 16 + 3; groups, dilation
-    (9, 2, 12, 12, 3, (3, 2), (1, 1), (0, 1), (1, 1), 1),    # 130 columns/image: bands of 2, last one image
-    (5, 4, 17, 16, 8, (3, 3), (2, 2), (1, 1), (1, 1), 2),    # 9x8 output, stride 2 (the 16x16 -> 8x8 shape)
+    (9, 2, 12, 13, 2, (3, 2), (1, 1), (0, 1), (1, 2), 1),    # 130 columns/image: bands of 2, last one image
+    (5, 4, 17, 16, 4, (3, 3), (2, 2), (1, 1), (1, 1), 2),    # 9x8 output, stride 2 (the 16x16 -> 8x8 shape)
 ]
 
 
 @pytest.mark.parametrize("case", MULTI_IMAGE)
 def test_conv2d_multi_image_bands_every_isa(case, isa):
+    _assert_paths(case, forward="im2col", input_grad="im2col", weight_grad="im2col")
     _check(case, np.float32)
     _check(case, np.float32, "relu")
 
@@ -221,6 +250,7 @@ DIRECT = [
 
 @pytest.mark.parametrize("case", DIRECT)
 def test_conv2d_direct_every_isa(case, isa):
+    _assert_paths(case, forward="direct")
     _check(case, np.float32)
     _check(case, np.float32, "relu")
 
@@ -268,6 +298,7 @@ CV_DW = [
 
 @pytest.mark.parametrize("case", CV_DW)
 def test_conv2d_channel_vector_dw_every_isa(case, isa):
+    _assert_paths(case, weight_grad="channel_vector")
     _check(case, np.float32)
     _check(case, np.float32, "relu")
 
@@ -289,14 +320,17 @@ CV_FWD = [
     (1, 2, 60, 80, 128, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     (3, 8, 9, 9, 32, (1, 1), (2, 2), (0, 0), (1, 1), 1),
     (2, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (1, 1), 1),   # LeNet's second layer
-    (3, 16, 8, 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8x8 images (the input gradient too)
-    (2, 20, 11, 9, 24, (5, 3), (1, 1), (2, 0), (1, 1), 1),   # input gradient: partial vector, pad 0
+    (3, 16, 8, 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),    # 8x8 images (the input gradient too) (*)
+    (2, 20, 11, 9, 24, (5, 3), (1, 1), (2, 0), (1, 1), 1),   # input gradient: partial vector, pad 0 (*)
     (1, 460, 5, 6, 16, (3, 3), (2, 2), (1, 1), (1, 1), 1),   # 4140 taps: two tap blocks
 ]
+# (*) the scalar build's 4-wide chunks fill these rows: its direct kernel takes the forward
+CV_FWD_DIRECT_AT_SCALAR = CV_FWD[3:5]
 
 
 @pytest.mark.parametrize("case", CV_FWD)
 def test_conv2d_channel_vector_fwd_every_isa(case, isa):
+    _assert_paths(case, forward="direct" if isa == "scalar" and case in CV_FWD_DIRECT_AT_SCALAR else "channel_vector")
     _check(case, np.float32, "relu")
     _, _, _, _, _, _, st, pad, dil, groups = case
     x, w, _, _ = _data(case, np.float32)
@@ -332,6 +366,7 @@ STRIDED_DX = [
 
 @pytest.mark.parametrize("case", STRIDED_DX)
 def test_conv2d_strided_input_grad_every_isa(case, isa):
+    _assert_paths(case, input_grad="channel_vector")
     _check(case, np.float32)
     _check(case, np.float32, "relu")
 
@@ -344,3 +379,115 @@ def test_conv2d_strided_input_grad_float64(case):
 @pytest.mark.parametrize("case", STRIDED_DX[:3])
 def test_conv2d_strided_input_grad_threads(case, threads):
     _check(case, np.float32)
+
+
+# ---- the path choice ---------------------------------------------------------------------------
+ALL_CASES = CASES + RANDOM + MULTI_IMAGE + DIRECT + CV_DW + CV_FWD + STRIDED_DX
+
+
+def test_conv2d_every_path_every_isa(isa):
+    """The shapes above (each run against the reference at every ISA) take every path of every pass."""
+    seen = {p: set() for p in PASSES}
+    for case in ALL_CASES:
+        for p, name in _paths(case).items():
+            assert name in PATHS
+            seen[p].add(name)
+    assert seen == {p: PATHS for p in PASSES}, f"at {isa}: {seen}"
+
+
+def test_conv2d_paths_follow_isa_and_dtype():
+    # K = 12: >= 3/4 of the lanes of a 16-wide float32 vector (AVX-512), and of 8-wide (AVX2)
+    case = (2, 8, 12, 12, 12, (3, 3), (2, 2), (1, 1), (1, 1), 1)
+    assert _paths(case)["forward"] == "channel_vector"
+    # 5 output channels fill 5/8 of an AVX2 / 5/16 of an AVX-512 float32 vector: im2col there
+    few = (2, 16, 12, 12, 5, (3, 3), (2, 2), (1, 1), (1, 1), 1)  # 16 input channels: phases for dx
+    before = fl.get_isa()
+    try:
+        for isa in ("avx2", "avx512"):
+            if isa in fl._C.available_isas():
+                fl.set_isa(isa)
+                assert _paths(few) == {"forward": "im2col", "input_grad": "channel_vector", "weight_grad": "im2col"}
+    finally:
+        fl.set_isa(before)
+    assert set(_paths(case, "float64").values()) <= PATHS
+
+
+def test_conv2d_paths_bad_inputs():
+    with pytest.raises(ValueError, match="padding: must be >= 0"):
+        F.conv2d_paths((1, 3, 8, 8), (4, 3, 3, 3), padding=-1)
+    with pytest.raises(ValueError, match="stride: must be >= 1"):
+        F.conv2d_paths((1, 3, 8, 8), (4, 3, 3, 3), stride=0)
+    with pytest.raises(ValueError, match="dilation: must be >= 1"):
+        F.conv2d_paths((1, 3, 8, 8), (4, 3, 3, 3), dilation=(1, 0))
+    with pytest.raises(ValueError, match="divisible by groups"):
+        F.conv2d_paths((1, 4, 8, 8), (6, 2, 3, 3), groups=3)
+    with pytest.raises(ValueError, match="expects 8 input channels"):
+        F.conv2d_paths((1, 4, 8, 8), (6, 4, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="smaller than the"):
+        F.conv2d_paths((1, 3, 2, 2), (4, 3, 3, 3))
+    with pytest.raises(TypeError, match="dtype"):
+        F.conv2d_paths((1, 3, 8, 8), (4, 3, 3, 3), dtype="int32")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(padding=-1), "padding: must be >= 0"), (dict(padding=(0, -2)), "padding: must be >= 0"),
+    (dict(stride=0), "stride: must be >= 1"), (dict(stride=(1, -1)), "stride: must be >= 1"),
+    (dict(dilation=0), "dilation: must be >= 1"), (dict(dilation=(-1, 1)), "dilation: must be >= 1"),
+])
+def test_conv2d_bad_geometry(bad, match):
+    with pytest.raises(ValueError, match=match):
+        fl.nn.Conv2d(3, 4, 3, **bad)
+    x, w = np.zeros((1, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=match):
+        F.conv2d(x, w, **bad)
+    with pytest.raises(ValueError, match=match):
+        F.conv2d_backward(np.zeros((1, 4, 6, 6), np.float32), x, w, **bad)
+
+
+def test_conv2d_groups_must_divide_channels():
+    with pytest.raises(ValueError, match="in_channels must be divisible by groups"):
+        fl.nn.Conv2d(4, 6, 3, groups=3)
+    with pytest.raises(ValueError, match="out_channels must be divisible by groups"):
+        fl.nn.Conv2d(4, 6, 3, groups=4)
+    with pytest.raises(ValueError, match=r"out_channels \(6\) must be divisible by groups \(4\)"):
+        F.conv2d(np.zeros((1, 4, 8, 8), np.float32), np.zeros((6, 1, 3, 3), np.float32), groups=4)
+
+
+# ---- every path applies its activation through kernels/fast_math.h -----------------------------
+# For each forward path (at this ISA): act(conv) from the fused kernel equals, bit for bit, the
+# shared fast-math activation (fl._C.conv_activation_) applied to the same path's identity
+# output.  A path that rounded tanh / sigmoid its own way (libm, the GEMM's epilogue) fails.
+ACT_CASES = [CASES[2], CASES[4], CASES[-1], MULTI_IMAGE[0], DIRECT[0], DIRECT[2], CV_FWD[0], CV_FWD[3],
+             CV_DW[1], CASES[6],
+             (2, 3, 9, 9, 1, (3, 3), (2, 2), (1, 1), (1, 1), 1)]  # one output channel: im2col even for 2-wide float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_conv2d_activation_same_on_every_path(activation, dtype, isa):
+    seen = set()
+    for case in ACT_CASES:
+        seen.add(_paths(case, np.dtype(dtype).name)["forward"])
+        _, _, _, _, _, _, st, pad, dil, groups = case
+        x, w, b, _ = _data(case, dtype, seed=5)
+        x *= 2  # pre-activations over [-10, 10]: both tails of tanh / sigmoid
+        pre = F.conv2d(x, w, b, st, pad, dil, groups)
+        y = F.conv2d(x, w, b, st, pad, dil, groups, activation=activation)
+        ref = pre.copy()
+        fl._C.conv_activation_(ref, activation)
+        np.testing.assert_array_equal(y, ref, err_msg=f"{case}: {_paths(case)['forward']} at {isa}")
+        tol = 1e-6 if dtype == np.float32 else 1e-13
+        exact = {"relu": np.maximum(pre, 0), "tanh": np.tanh(pre), "sigmoid": 1 / (1 + np.exp(-pre.astype(np.float64)))}[activation]
+        np.testing.assert_allclose(y, exact, rtol=0, atol=tol)
+    assert seen == PATHS, f"at {isa}: {seen}"
+
+
+def test_conv_activation_hook_is_fast_math():
+    # float32 tanh / sigmoid are the fast-math polynomial (not libm): within 1e-6 everywhere
+    x = np.linspace(-12, 12, 10001, dtype=np.float32)
+    for name, f in (("tanh", np.tanh), ("sigmoid", lambda v: 1 / (1 + np.exp(-v.astype(np.float64))))):
+        y = x.copy()
+        fl._C.conv_activation_(y, name)
+        np.testing.assert_allclose(y, f(x), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="activation"):
+        fl._C.conv_activation_(x.copy(), "gelu")

@@ -45,6 +45,20 @@ CONFIGS = [
     ("Adamax", dict(lr=0.05)),
     ("Adamax", dict(lr=0.05, weight_decay=0.1)),
     ("Adamax", dict(lr=0.02, betas=(0.8, 0.9), maximize=True)),
+    ("NAdam", dict(lr=0.05)),
+    ("NAdam", dict(lr=0.05, weight_decay=0.1)),
+    ("NAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("NAdam", dict(lr=0.02, betas=(0.8, 0.99), momentum_decay=0.1, maximize=True)),
+    ("RAdam", dict(lr=0.05)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("RAdam", dict(lr=0.02, betas=(0.8, 0.9), maximize=True)),  # rectified from step 6 on
+    ("Rprop", dict()),
+    ("Rprop", dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),
+    ("Rprop", dict(lr=0.02, maximize=True)),
+    ("ASGD", dict(lr=0.1)),
+    ("ASGD", dict(lr=0.1, lambd=0.01, alpha=0.5, t0=5)),
+    ("ASGD", dict(lr=0.1, weight_decay=0.05, t0=0, maximize=True)),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for n, kw in CONFIGS]
 
@@ -57,6 +71,10 @@ STATEFUL = [
     ("Adam", dict(lr=0.05, amsgrad=True)),
     ("AdamW", dict(lr=0.05, weight_decay=0.1)),
     ("Adamax", dict(lr=0.05)),
+    ("NAdam", dict(lr=0.05, weight_decay=0.1, momentum_decay=0.01)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Rprop", dict(lr=0.05, etas=(0.4, 1.3))),
+    ("ASGD", dict(lr=0.1, lambd=0.01, t0=3)),
 ]
 STATEFUL_IDS = [n for n, _ in STATEFUL]
 
@@ -100,6 +118,8 @@ def assert_same_state(ours, theirs, params_ours, params_theirs, rtol=STATE_RTOL,
         for k in st:
             if k == "step":
                 assert float(so[k]) == float(st[k])  # kept as a float while training
+            elif not isinstance(so[k], torch.Tensor):  # a scalar state (NAdam's mu_product, ASGD's eta)
+                assert st[k].ndim == 0 and float(so[k]) == pytest.approx(float(st[k]), rel=1e-6), k
             else:
                 torch.testing.assert_close(so[k], st[k], rtol=rtol, atol=atol)
 
@@ -121,6 +141,17 @@ def assert_state_as_close_to_float64(name, kw, steps, ours, theirs, m_ours, m_to
             assert err_ours <= max(3 * err_torch, 2e-5), (k, err_ours, err_torch)
 
 
+def assert_params_as_close_to_float64(name, kw, steps, m_ours, m_torch):
+    m64 = make_model(torch.float64)
+    train(m64, getattr(torch.optim, name)(m64.parameters(), **kw), steps)
+    for po, pt, p64 in zip(m_ours.parameters(), m_torch.parameters(), m64.parameters()):
+        exact = p64.detach()
+        norm = float(exact.norm()) + 1e-30
+        err_ours = float((po.detach().double() - exact).norm()) / norm
+        err_torch = float((pt.detach().double() - exact).norm()) / norm
+        assert err_ours <= max(3 * err_torch, 2e-6), (err_ours, err_torch)
+
+
 def pair(name, kw, dtype=torch.float32):
     m_ours, m_torch = make_model(dtype), make_model(dtype)
     ours = getattr(fo, name)(m_ours.parameters(), **kw)
@@ -137,7 +168,12 @@ def test_matches_torch(name, kw, isa):
         backward(m_torch)
         ours.step()
         theirs.step()
-    assert_same_params(m_ours, m_torch)
+    try:
+        assert_same_params(m_ours, m_torch)
+    except AssertionError:
+        # NAdam's two addcdiv terms cancel on some elements, so one float32 ulp at step 1 grows
+        # to ~1e-6 by step 20 (the float64 test matches torch to 1e-12): judge by a float64 run.
+        assert_params_as_close_to_float64(name, kw, 20, m_ours, m_torch)
     try:
         assert_same_state(ours, theirs, list(m_ours.parameters()), list(m_torch.parameters()))
     except AssertionError:
@@ -340,3 +376,50 @@ def test_closure_and_non_leaf():
     assert not torch.equal(before, m[0].weight.detach())
     with pytest.raises(ValueError, match="non-leaf"):
         fo.SGD([m[0].weight * 2])
+
+
+BAD_HYPER = [
+    ("NAdam", dict(lr=-1e-3)),
+    ("NAdam", dict(eps=-1.0)),
+    ("NAdam", dict(betas=(1.0, 0.999))),
+    ("NAdam", dict(betas=(0.9, -0.1))),
+    ("NAdam", dict(weight_decay=-0.5)),
+    ("NAdam", dict(momentum_decay=-1e-3)),
+    ("RAdam", dict(lr=-1.0)),
+    ("RAdam", dict(eps=-1e-8)),
+    ("RAdam", dict(betas=(-0.1, 0.999))),
+    ("RAdam", dict(betas=(0.9, 1.5))),
+    ("RAdam", dict(weight_decay=-1.0)),
+    ("Rprop", dict(lr=-0.1)),
+    ("Rprop", dict(etas=(1.1, 1.2))),
+    ("Rprop", dict(etas=(0.5, 0.9))),
+    ("Rprop", dict(etas=(0.0, 1.2))),
+    ("ASGD", dict(lr=-0.1)),
+    ("ASGD", dict(weight_decay=-1e-4)),
+]
+
+
+@pytest.mark.parametrize("name,kw", BAD_HYPER, ids=[f"{n}-{kw}" for n, kw in BAD_HYPER])
+def test_bad_hyperparameters_raise_as_torch(name, kw):
+    m = make_model()
+    with pytest.raises(ValueError) as theirs:
+        getattr(torch.optim, name)(m.parameters(), **kw)
+    with pytest.raises(ValueError) as ours:
+        getattr(fo, name)(m.parameters(), **kw)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_asgd_averages_like_torch():
+    """ASGD's point is the average ax: with t0 = 0 it is the running mean of the iterates from step 2 on."""
+    m_ours, ours, m_torch, theirs = pair("ASGD", dict(lr=0.05, t0=0))
+    iterates = []
+    for _ in range(12):
+        backward(m_ours)
+        backward(m_torch)
+        ours.step()
+        theirs.step()
+        iterates.append(m_ours[0].weight.detach().clone())
+    mean = torch.stack(iterates[1:]).mean(0)  # mu = 1 at steps 1 and 2, then 1 / (t - t0)
+    torch.testing.assert_close(ours.state[m_ours[0].weight]["ax"], mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours.state[m_ours[0].weight]["ax"], theirs.state[m_torch[0].weight]["ax"],
+                               rtol=1e-5, atol=1e-6)

@@ -21,18 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fl.__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: one thread avoids OpenMP oversubscription on a shared machine
-    before = fl.get_num_threads()
-    fl.set_num_threads(1)
-    yield
-    fl.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return fl.data.digits()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(seed=0, dropout=0.0):

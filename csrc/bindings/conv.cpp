@@ -5,6 +5,7 @@
 // never read or write outside a buffer.  float32 and float64 on the CPU;
 // float32 on CUDA (see cuda/conv).
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <string>
 #include <vector>
@@ -126,7 +127,11 @@ int64_t conv_out(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil
 }
 
 // x [N, C, H, W], w [K, C/groups, R, S] -> ConvShape (checked).
-ConvShape conv_shape(const ArrayRef& x, const ArrayRef& w, py::tuple stride, py::tuple padding, py::tuple dilation,
+struct ShapeOnly {
+  Shape shape;
+};
+template <class A>
+ConvShape conv_shape(const A& x, const A& w, py::tuple stride, py::tuple padding, py::tuple dilation,
                      int64_t groups) {
   need(x.shape.size() == 4, "x: expected a 4-D input [N, C, H, W], got shape " + shape_str(x.shape));
   need(w.shape.size() == 4, "weight: expected a 4-D weight [out_channels, in_channels/groups, kH, kW], got shape " +
@@ -164,6 +169,37 @@ ConvShape conv_shape(const ArrayRef& x, const ArrayRef& w, py::tuple stride, py:
   need(s.OH >= 1 && s.OW >= 1, "conv2d: the (padded) input " + shape_str(x.shape) +
                                    " is smaller than the (dilated) kernel " + shape_str({s.R, s.S}));
   return s;
+}
+
+// The path each pass of this convolution takes on the selected ISA (the same selection functions
+// conv2d_forward / conv2d_backward run).
+py::dict conv2d_paths(const Shape& input_shape, const Shape& weight_shape, py::tuple stride, py::tuple padding,
+                      py::tuple dilation, int64_t groups, const std::string& dtype) {
+  need(dtype == "float32" || dtype == "float64", "dtype: expected 'float32' or 'float64', got '" + dtype + "'");
+  const ConvShape s = conv_shape(ShapeOnly{input_shape}, ShapeOnly{weight_shape}, stride, padding, dilation, groups);
+  const CpuKernels& k = cpu_kernels();
+  const ConvPathNames n = dtype == "float32" ? k.conv_f32.conv2d_paths(s) : k.conv_f64.conv2d_paths(s);
+  py::dict d;
+  d["forward"] = n.forward;
+  d["input_grad"] = n.input_grad;
+  d["weight_grad"] = n.weight_grad;
+  return d;
+}
+
+// y = act(y) in place by the activation every CPU convolution path applies (kernels/fast_math.h
+// through conv_common's act_inplace, selected ISA): the reference of the tests that check that
+// each path rounds its activation alike.
+void conv_activation_(py::object y_o, const std::string& activation) {
+  Call c;
+  const ArrayRef* y = c.get(y_o, "y", true, {});
+  need(!c.cuda(), "y: expected a CPU array");
+  const Activation act = parse_act(activation, false);
+  int64_t n = 1;
+  for (int64_t d : y->shape) n *= d;
+  run_cpu(c, [&](auto tag) { return static_cast<decltype(tag)*>(y->data); },
+          [&](const auto& set) {
+            return [&, f = set.activation_](auto* p) { f(act, p, n); };
+          });
 }
 
 void conv2d_forward(py::object x_o, py::object w_o, py::object b_o, py::object y_o, py::tuple stride,
@@ -535,6 +571,12 @@ void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, "x"_a, "weight"_a, "bias"_a, "out"_a, "stride"_a, "padding"_a,
         "dilation"_a, "groups"_a, "activation"_a,
         "out = act(conv2d(x, weight) + bias), NCHW as torch; out must have the output's shape.");
+  m.def("conv2d_paths", &conv2d_paths, "input_shape"_a, "weight_shape"_a, "stride"_a, "padding"_a, "dilation"_a,
+        "groups"_a, "dtype"_a,
+        "{'forward', 'input_grad', 'weight_grad'} -> the CPU algorithm family each pass takes for these shapes "
+        "on the selected ISA.");
+  m.def("conv_activation_", &conv_activation_, "y"_a, "activation"_a,
+        "y = act(y) in place, by the fast-math activation of the CPU convolution paths (for tests).");
   m.def("conv2d_backward", &conv2d_backward, "x"_a, "weight"_a, "grad_output"_a, "output"_a, "grad_input"_a,
         "grad_weight"_a, "grad_bias"_a, "stride"_a, "padding"_a, "dilation"_a, "groups"_a, "activation"_a,
         "accumulate"_a,

@@ -16,6 +16,7 @@ void bind_grad_utils(py::module_& m);
 void bind_gemm(py::module_& m);
 void bind_rnn(py::module_& m);
 void bind_conv(py::module_& m);
+void bind_ran(py::module_& m);
 }  // namespace fl
 
 PYBIND11_MODULE(_C, m) {
@@ -63,4 +64,5 @@ PYBIND11_MODULE(_C, m) {
   fl::bind_gemm(m);
   fl::bind_rnn(m);
   fl::bind_conv(m);
+  fl::bind_ran(m);
 }

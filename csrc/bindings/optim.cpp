@@ -174,6 +174,74 @@ void bind_optim(py::module_& m) {
       "gamma"_a = 0.99, "eps"_a = 1e-8, "weight_decay"_a = 0.0, "maximize"_a = false, "found_inf"_a = py::none(),
       "SDProp (Ida et al., IJCAI 2017; official Torch7 code): per element, with d = g - mu (old mean), "
       "mu <- mu + (1-gamma) d, c <- gamma (c + (1-gamma) d^2), p <- p - lr sqrt(1-gamma^t) g / (sqrt(c) + eps).");
+
+  auto check_step = [](int64_t step) {
+    if (step < 1) throw ValueError("Invalid step value: " + std::to_string(step) + " (steps count from 1)");
+  };
+
+  m.def(
+      "nadam_",
+      [](py::object params, py::object grads, py::object exp_avgs, py::object exp_avg_sqs, int64_t step, double lr,
+         double beta1, double beta2, double eps, double weight_decay, double momentum_decay, double mu_product,
+         bool decoupled_weight_decay, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        auto h = make_nadam_hyper(step, lr, beta1, beta2, eps, weight_decay, momentum_decay, mu_product,
+                                  decoupled_weight_decay, maximize);
+        run_step(kRule_nadam, h, params, grads,
+                 {{"exp_avgs", exp_avgs, true, ""}, {"exp_avg_sqs", exp_avg_sqs, true, ""}});
+      },
+      "params"_a, "grads"_a, "exp_avgs"_a, "exp_avg_sqs"_a, py::kw_only(), "step"_a = 1, "lr"_a = 2e-3,
+      "beta1"_a = 0.9, "beta2"_a = 0.999, "eps"_a = 1e-8, "weight_decay"_a = 0.0, "momentum_decay"_a = 4e-3,
+      "mu_product"_a, "decoupled_weight_decay"_a = false, "maximize"_a = false, "found_inf"_a = py::none(),
+      "NAdam (torch.optim.NAdam semantics) on lists of arrays, in place. mu_product is the product of the "
+      "momentum schedule mu_1 ... mu_step, this step's factor included (torch's state['mu_product'] after "
+      "its update).");
+
+  m.def(
+      "radam_",
+      [](py::object params, py::object grads, py::object exp_avgs, py::object exp_avg_sqs, int64_t step, double lr,
+         double beta1, double beta2, double eps, double weight_decay, bool decoupled_weight_decay, bool maximize,
+         py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        auto h = make_radam_hyper(step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize);
+        run_step(kRule_radam, h, params, grads,
+                 {{"exp_avgs", exp_avgs, true, ""}, {"exp_avg_sqs", exp_avg_sqs, true, ""}});
+      },
+      "params"_a, "grads"_a, "exp_avgs"_a, "exp_avg_sqs"_a, py::kw_only(), "step"_a = 1, "lr"_a = 1e-3,
+      "beta1"_a = 0.9, "beta2"_a = 0.999, "eps"_a = 1e-8, "weight_decay"_a = 0.0,
+      "decoupled_weight_decay"_a = false, "maximize"_a = false, "found_inf"_a = py::none(),
+      "RAdam (torch.optim.RAdam semantics) on lists of arrays, in place.");
+
+  m.def(
+      "rprop_",
+      [check_step](py::object params, py::object grads, py::object prevs, py::object step_sizes, int64_t step,
+                   double etaminus, double etaplus, double step_size_min, double step_size_max, bool maximize,
+                   py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        check_step(step);
+        auto h = make_rprop_hyper(etaminus, etaplus, step_size_min, step_size_max, maximize);
+        run_step(kRule_rprop, h, params, grads, {{"prevs", prevs, true, ""}, {"step_sizes", step_sizes, true, ""}});
+      },
+      "params"_a, "grads"_a, "prevs"_a, "step_sizes"_a, py::kw_only(), "step"_a = 1, "etaminus"_a = 0.5,
+      "etaplus"_a = 1.2, "step_size_min"_a = 1e-6, "step_size_max"_a = 50.0, "maximize"_a = false,
+      "found_inf"_a = py::none(),
+      "Rprop (torch.optim.Rprop semantics) on lists of arrays, in place. step_sizes start at lr, prevs at 0.");
+
+  m.def(
+      "asgd_",
+      [check_step](py::object params, py::object grads, py::object axs, int64_t step, double eta, double mu,
+                   double lambd, double weight_decay, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        check_step(step);
+        auto h = make_asgd_hyper(eta, mu, lambd, weight_decay, maximize);
+        run_step(kRule_asgd, h, params, grads, {{"axs", axs, true, ""}});
+      },
+      "params"_a, "grads"_a, "axs"_a, py::kw_only(), "step"_a = 1, "eta"_a = 1e-2, "mu"_a = 1.0,
+      "lambd"_a = 1e-4, "weight_decay"_a = 0.0, "maximize"_a = false, "found_inf"_a = py::none(),
+      "ASGD (torch.optim.ASGD semantics) on lists of arrays, in place: p <- p (1 - lambd eta) - eta g, "
+      "ax <- p if mu == 1 else ax + mu (p - ax). eta and mu are this step's values of torch's per-param "
+      "state (the caller updates them after the step).");
 }
 
 }  // namespace fl
+

@@ -11,5 +11,6 @@ void fill_gemm_kernels(CpuKernels& k);
 void fill_rnn_kernels(CpuKernels& k);
 void fill_conv_kernels(CpuKernels& k);
 void fill_pool_norm_kernels(CpuKernels& k);
+void fill_ran_kernels(CpuKernels& k);
 }  // namespace FL_ISA_NS
 }  // namespace fl

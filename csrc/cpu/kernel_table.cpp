@@ -17,6 +17,7 @@ CpuKernels make_table() {
   fill_rnn_kernels(k);
   fill_conv_kernels(k);
   fill_pool_norm_kernels(k);
+  fill_ran_kernels(k);
   return k;
 }
 }  // namespace

@@ -113,10 +113,20 @@ GemmArgs<T> conv_gemm(int64_t M, int64_t N, int64_t K, bool ta, const T* A, int6
   return g;
 }
 
+// The algorithm family each pass of a convolution takes on one ISA ("im2col", "pointwise",
+// "depthwise", "direct", "channel_vector"; cpu/conv/conv2d.cpp), static strings.
+struct ConvPathNames {
+  const char* forward;
+  const char* input_grad;
+  const char* weight_grad;
+};
+
 template <class T>
 struct ConvKernelSet {
   void (*conv2d_forward)(const ConvArgs<T>&);
   void (*conv2d_backward)(const ConvArgs<T>&);
+  ConvPathNames (*conv2d_paths)(const ConvShape&);  // the choice conv2d_forward / _backward make
+  void (*activation_)(Activation, T*, int64_t);      // y = act(y): the one every conv path applies
   void (*max_pool2d_forward)(const PoolArgs<T>&);
   void (*max_pool2d_backward)(const PoolArgs<T>&);
   void (*avg_pool2d_forward)(const PoolArgs<T>&);

@@ -7,6 +7,7 @@
 #include "kernels/conv_args.h"
 #include "kernels/optim_hyper.h"
 #include "kernels/rnn_args.h"
+#include "kernels/ran_args.h"
 
 namespace fl {
 
@@ -63,6 +64,7 @@ struct CpuKernels {
   void (*rnn_backward_f64)(const RnnSeqArgs<double>&);
   ConvKernelSet<float> conv_f32;    // conv2d / pooling / batch norm (cpu/conv)
   ConvKernelSet<double> conv_f64;
+  RanKernelSet ran;                 // resource-allocating networks, float64 (cpu/ran)
 };
 
 // Threads kernels may use (fl::set_num_threads; defaults to OpenMP's maximum).

@@ -147,4 +147,79 @@ SdpropHyper make_sdprop_hyper(int64_t step, double lr, double gamma, double eps,
   return h;
 }
 
+NadamHyper make_nadam_hyper(int64_t step, double lr, double beta1, double beta2, double eps,
+                            double weight_decay, double momentum_decay, double mu_product,
+                            bool decoupled, bool maximize) {
+  check_adam_family(step, lr, beta1, beta2, eps, weight_decay);
+  check(momentum_decay >= 0.0, "momentum_decay", momentum_decay, "must be >= 0");
+  check(mu_product >= 0.0 && mu_product < 1.0, "mu_product", mu_product, "must be in [0, 1)");
+  const double t = double(step);
+  const double mu = beta1 * (1.0 - 0.5 * std::pow(0.96, t * momentum_decay));
+  const double mu_next = beta1 * (1.0 - 0.5 * std::pow(0.96, (t + 1.0) * momentum_decay));
+  NadamHyper h;
+  h.beta1 = beta1; h.beta2 = beta2; h.eps = eps;
+  h.bc2 = 1.0 - std::pow(beta2, t);
+  h.grad_coef = lr * (1.0 - mu) / (1.0 - mu_product);
+  h.avg_coef = lr * mu_next / (1.0 - mu_product * mu_next);
+  if (weight_decay != 0.0) {
+    if (decoupled) h.param_scale = 1.0 - lr * weight_decay;
+    else h.weight_decay = weight_decay;
+  }
+  h.maximize = maximize;
+  return h;
+}
+
+RadamHyper make_radam_hyper(int64_t step, double lr, double beta1, double beta2, double eps,
+                            double weight_decay, bool decoupled, bool maximize) {
+  check_adam_family(step, lr, beta1, beta2, eps, weight_decay);
+  const double t = double(step);
+  const double bc1 = 1.0 - std::pow(beta1, t);
+  const double bc2 = 1.0 - std::pow(beta2, t);
+  // rho_inf: the longest simple-moving-average length the EMA approximates;
+  // rho_t: its length at step t.  The variance is tractable once rho_t > 5.
+  const double rho_inf = 2.0 / (1.0 - beta2) - 1.0;
+  const double rho_t = rho_inf - 2.0 * t * std::pow(beta2, t) / bc2;
+  RadamHyper h;
+  h.beta1 = beta1; h.beta2 = beta2; h.eps = eps;
+  h.rectified = rho_t > 5.0;
+  if (h.rectified) {
+    const double rect = std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
+                                  ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+    h.step_size = lr * rect / bc1;
+    h.bc2_sqrt = std::sqrt(bc2);
+  } else {
+    h.step_size = lr / bc1;
+  }
+  if (weight_decay != 0.0) {
+    if (decoupled) h.param_scale = 1.0 - lr * weight_decay;
+    else h.weight_decay = weight_decay;
+  }
+  h.maximize = maximize;
+  return h;
+}
+
+RpropHyper make_rprop_hyper(double etaminus, double etaplus, double step_size_min,
+                            double step_size_max, bool maximize) {
+  if (!(0.0 < etaminus && etaminus < 1.0 && 1.0 < etaplus))
+    throw ValueError("Invalid eta values: " + num(etaminus) + ", " + num(etaplus) +
+                     " (need 0 < etaminus < 1 < etaplus)");
+  check(step_size_min >= 0.0, "step_size_min", step_size_min, "must be >= 0");
+  check(step_size_max >= step_size_min, "step_size_max", step_size_max, "must be >= step_size_min");
+  RpropHyper h;
+  h.etaminus = etaminus; h.etaplus = etaplus;
+  h.step_size_min = step_size_min; h.step_size_max = step_size_max; h.maximize = maximize;
+  return h;
+}
+
+AsgdHyper make_asgd_hyper(double eta, double mu, double lambd, double weight_decay, bool maximize) {
+  check(eta >= 0.0 && std::isfinite(eta), "eta", eta, "must be finite and >= 0");
+  check(mu > 0.0 && mu <= 1.0, "mu", mu, "must be in (0, 1]");
+  check(lambd >= 0.0 && std::isfinite(lambd), "lambd", lambd, "must be finite and >= 0");
+  check_wd(weight_decay);
+  AsgdHyper h;
+  h.eta = eta; h.param_scale = 1.0 - lambd * eta; h.mu = mu;
+  h.weight_decay = weight_decay; h.maximize = maximize;
+  return h;
+}
+
 }  // namespace fl

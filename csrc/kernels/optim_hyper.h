@@ -15,7 +15,11 @@ namespace fl {
   X(adam, AdamRule, AdamHyper, 3)                \
   X(adamax, AdamaxRule, AdamaxHyper, 2)          \
   X(accsgd, AccsgdRule, AccsgdHyper, 1)          \
-  X(sdprop, SdpropRule, SdpropHyper, 2)
+  X(sdprop, SdpropRule, SdpropHyper, 2)          \
+  X(nadam, NadamRule, NadamHyper, 2)             \
+  X(radam, RadamRule, RadamHyper, 2)             \
+  X(rprop, RpropRule, RpropHyper, 2)             \
+  X(asgd, AsgdRule, AsgdHyper, 1)
 
 constexpr int kMaxStates = 3;
 
@@ -56,6 +60,37 @@ struct SdpropHyper {
   bool maximize = false;
 };
 
+// NAdam (Dozat 2016) with torch's momentum schedule
+// mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay)):
+// p <- p - grad_coef * g / d - avg_coef * m / d,  d = sqrt(v / bc2) + eps,
+// grad_coef = lr (1 - mu_t) / (1 - prod_{i<=t} mu_i),
+// avg_coef = lr mu_{t+1} / (1 - prod_{i<=t+1} mu_i).
+struct NadamHyper {
+  double beta1 = 0, beta2 = 0, bc2 = 1, eps = 0, grad_coef = 0, avg_coef = 0;
+  double weight_decay = 0;  // coupled L2 term
+  double param_scale = 1;   // decoupled decay: p *= 1 - lr*wd
+  bool maximize = false;
+};
+// RAdam (Liu et al. 2020): rectified Adam while the SMA length rho_t > 5,
+// bias-corrected momentum SGD before.
+struct RadamHyper {
+  double beta1 = 0, beta2 = 0, eps = 0, step_size = 0;  // lr r_t / bc1, or lr / bc1
+  double bc2_sqrt = 1;
+  double weight_decay = 0, param_scale = 1;
+  bool rectified = false, maximize = false;
+};
+// Rprop (Riedmiller & Braun 1993), torch's variant (no weight backtracking).
+struct RpropHyper {
+  double etaminus = 0, etaplus = 0, step_size_min = 0, step_size_max = 0;
+  bool maximize = false;
+};
+// ASGD (Polyak & Juditsky 1992; torch.optim.ASGD): the step's eta and mu are
+// per-parameter scalars the Python side keeps.
+struct AsgdHyper {
+  double eta = 0, param_scale = 1, mu = 1, weight_decay = 0;  // param_scale = 1 - lambd eta
+  bool maximize = false;
+};
+
 }  // namespace fl
 
 namespace fl {
@@ -77,4 +112,13 @@ AccsgdHyper make_accsgd_hyper(double lr, double kappa, double xi, double small_c
                               double weight_decay, bool maximize);
 SdpropHyper make_sdprop_hyper(int64_t step, double lr, double gamma, double eps,
                               double weight_decay, bool maximize);
+// mu_product: prod_{i<=step} mu_i, this step's factor included (the caller keeps it).
+NadamHyper make_nadam_hyper(int64_t step, double lr, double beta1, double beta2, double eps,
+                            double weight_decay, double momentum_decay, double mu_product,
+                            bool decoupled, bool maximize);
+RadamHyper make_radam_hyper(int64_t step, double lr, double beta1, double beta2, double eps,
+                            double weight_decay, bool decoupled, bool maximize);
+RpropHyper make_rprop_hyper(double etaminus, double etaplus, double step_size_min,
+                            double step_size_max, bool maximize);
+AsgdHyper make_asgd_hyper(double eta, double mu, double lambd, double weight_decay, bool maximize);
 }  // namespace fl

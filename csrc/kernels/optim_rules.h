@@ -165,5 +165,80 @@ template <class V> struct SdpropRule {
   }
 };
 
+template <class V> struct NadamRule {
+  V one_m_b1, b2, one_m_b2, bc2, eps, grad_coef, avg_coef, wd, param_scale;
+  bool has_wd, has_decay, maximize;
+  FL_HD explicit NadamRule(const NadamHyper& h)
+      : one_m_b1(V(1.0 - h.beta1)), b2(V(h.beta2)), one_m_b2(V(1.0 - h.beta2)), bc2(V(h.bc2)),
+        eps(V(h.eps)), grad_coef(V(h.grad_coef)), avg_coef(V(h.avg_coef)), wd(V(h.weight_decay)),
+        param_scale(V(h.param_scale)), has_wd(h.weight_decay != 0), has_decay(h.param_scale != 1.0),
+        maximize(h.maximize) {}
+  // s0 = exp_avg, s1 = exp_avg_sq
+  FL_HD void operator()(V& p, V g, V& m, V& v, V&) const {
+    if (has_decay) p = p * param_scale;
+    V d = effective_grad(g, p, maximize, has_wd, wd);
+    m = m + one_m_b1 * (d - m);
+    v = b2 * v + one_m_b2 * d * d;
+    V denom = vsqrt(v / bc2) + eps;
+    p = p - grad_coef * d / denom;
+    p = p - avg_coef * m / denom;
+  }
+};
+
+template <class V> struct RadamRule {
+  V one_m_b1, b2, one_m_b2, eps, step_size, bc2_sqrt, wd, param_scale;
+  bool has_wd, has_decay, rectified, maximize;
+  FL_HD explicit RadamRule(const RadamHyper& h)
+      : one_m_b1(V(1.0 - h.beta1)), b2(V(h.beta2)), one_m_b2(V(1.0 - h.beta2)), eps(V(h.eps)),
+        step_size(V(h.step_size)), bc2_sqrt(V(h.bc2_sqrt)), wd(V(h.weight_decay)),
+        param_scale(V(h.param_scale)), has_wd(h.weight_decay != 0), has_decay(h.param_scale != 1.0),
+        rectified(h.rectified), maximize(h.maximize) {}
+  // s0 = exp_avg, s1 = exp_avg_sq
+  FL_HD void operator()(V& p, V g, V& m, V& v, V&) const {
+    if (has_decay) p = p * param_scale;
+    V d = effective_grad(g, p, maximize, has_wd, wd);
+    m = m + one_m_b1 * (d - m);
+    v = b2 * v + one_m_b2 * d * d;
+    if (rectified) {
+      p = p - step_size * m * (bc2_sqrt / (vsqrt(v) + eps));
+    } else {
+      p = p - step_size * m;
+    }
+  }
+};
+
+template <class V> struct RpropRule {
+  V etaminus, etaplus, step_min, step_max;
+  bool maximize;
+  FL_HD explicit RpropRule(const RpropHyper& h)
+      : etaminus(V(h.etaminus)), etaplus(V(h.etaplus)), step_min(V(h.step_size_min)),
+        step_max(V(h.step_size_max)), maximize(h.maximize) {}
+  // s0 = prev (the last gradient, zeroed where its sign flipped), s1 = step_size
+  FL_HD void operator()(V& p, V g, V& prev, V& step, V&) const {
+    if (maximize) g = -g;
+    const V zero(0.0f), one(1.0f);
+    const V agree = g * prev;
+    step = vmin(vmax(step * vsign_select(agree, etaplus, etaminus, one), step_min), step_max);
+    g = vsign_select(agree, g, zero, g);  // a sign flip skips this step's move
+    p = p - vsign_select(g, one, -one, zero) * step;
+    prev = g;
+  }
+};
+
+template <class V> struct AsgdRule {
+  V eta, param_scale, mu, wd;
+  bool has_wd, average_is_param, maximize;
+  FL_HD explicit AsgdRule(const AsgdHyper& h)
+      : eta(V(h.eta)), param_scale(V(h.param_scale)), mu(V(h.mu)), wd(V(h.weight_decay)),
+        has_wd(h.weight_decay != 0), average_is_param(h.mu == 1.0), maximize(h.maximize) {}
+  // s0 = ax (the running average of the iterates)
+  FL_HD void operator()(V& p, V g, V& ax, V&, V&) const {
+    V d = effective_grad(g, p, maximize, has_wd, wd);
+    p = p * param_scale;
+    p = p - eta * d;
+    ax = average_is_param ? p : ax + (p - ax) * mu;
+  }
+};
+
 }  // namespace FL_ISA_NS
 }  // namespace fl

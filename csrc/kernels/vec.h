@@ -19,6 +19,16 @@ FL_HD float vmax(float a, float b) { return a > b ? a : b; }
 FL_HD double vmax(double a, double b) { return a > b ? a : b; }
 FL_HD float vabs(float x) { return std::fabs(x); }
 FL_HD double vabs(double x) { return std::fabs(x); }
+FL_HD float vmin(float a, float b) { return a < b ? a : b; }
+FL_HD double vmin(double a, double b) { return a < b ? a : b; }
+// Three-way select on the sign of x: pos where x > 0, neg where x < 0, zero
+// otherwise (x == 0 or NaN).
+FL_HD float vsign_select(float x, float pos, float neg, float zero) {
+  return x > 0.0f ? pos : (x < 0.0f ? neg : zero);
+}
+FL_HD double vsign_select(double x, double pos, double neg, double zero) {
+  return x > 0.0 ? pos : (x < 0.0 ? neg : zero);
+}
 
 template <class T> struct ScalarOps {
   using V = T;
@@ -43,6 +53,12 @@ FL_HD V8 operator-(V8 a) { return _mm256_xor_ps(a.v, _mm256_set1_ps(-0.0f)); }
 FL_HD V8 vsqrt(V8 a) { return _mm256_sqrt_ps(a.v); }
 FL_HD V8 vmax(V8 a, V8 b) { return _mm256_max_ps(a.v, b.v); }
 FL_HD V8 vabs(V8 a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v); }
+FL_HD V8 vmin(V8 a, V8 b) { return _mm256_min_ps(a.v, b.v); }
+FL_HD V8 vsign_select(V8 x, V8 pos, V8 neg, V8 zero) {
+  const __m256 z = _mm256_setzero_ps();
+  __m256 r = _mm256_blendv_ps(zero.v, pos.v, _mm256_cmp_ps(x.v, z, _CMP_GT_OQ));
+  return _mm256_blendv_ps(r, neg.v, _mm256_cmp_ps(x.v, z, _CMP_LT_OQ));
+}
 struct SimdOps {
   using V = V8;
   static constexpr int width = 8;
@@ -82,6 +98,12 @@ FL_HD V16 operator-(V16 a) {
 FL_HD V16 vsqrt(V16 a) { return _mm512_sqrt_ps(a.v); }
 FL_HD V16 vmax(V16 a, V16 b) { return _mm512_max_ps(a.v, b.v); }
 FL_HD V16 vabs(V16 a) { return _mm512_abs_ps(a.v); }
+FL_HD V16 vmin(V16 a, V16 b) { return _mm512_min_ps(a.v, b.v); }
+FL_HD V16 vsign_select(V16 x, V16 pos, V16 neg, V16 zero) {
+  const __m512 z = _mm512_setzero_ps();
+  __m512 r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, z, _CMP_GT_OQ), zero.v, pos.v);
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, z, _CMP_LT_OQ), r, neg.v);
+}
 struct SimdOps {
   using V = V16;
   static constexpr int width = 16;

@@ -16,7 +16,7 @@ __all__ = [
     "functional", "optim",
     "nn", "data", "train", "save", "load",
     "regularize",
-    "models",
+    "models", "ran",
 ]
 
 
@@ -71,5 +71,6 @@ def get_isa() -> str:
 from . import functional, optim  # noqa: E402
 from . import data, nn, train  # noqa: E402
 from . import models  # noqa: E402
+from . import ran  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
 from . import regularize  # noqa: E402

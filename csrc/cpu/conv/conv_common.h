@@ -1,7 +1,7 @@
-// Helpers shared by the convolution kernels (conv_kernels.cpp) and the pooling
-// and batch-norm kernels (pool_norm_kernels.cpp): per-thread workspaces, the
-// thread team, the GEMM of this build's table, activations and their
-// gradients, lane-parallel sums.  Included by translation units compiled once
+// Helpers shared by the convolution kernels (conv_*.cpp, conv2d.cpp) and the
+// pooling and batch-norm kernels (pool_norm_kernels.cpp): per-thread scratch
+// buffers named by role, the thread team, the GEMM of this build's table,
+// activations (kernels/fast_math.h) and their gradients, lane-parallel sums.  Included by translation units compiled once
 // per ISA: lives in FL_ISA_NS (one set of workspaces per instruction set).
 #pragma once
 #include <algorithm>
@@ -16,6 +16,8 @@
 #endif
 
 #include "kernels/conv_args.h"
+#include "kernels/fast_math.h"
+#include "kernels/vec.h"
 #include "cpu/isa_entry.h"
 #include "cpu/team.h"
 
@@ -23,16 +25,31 @@ namespace fl {
 namespace FL_ISA_NS {
 namespace conv_common {
 
-// ---- per-thread workspaces, grown on demand and reused across calls -------------------
+// ---- per-thread scratch buffers, grown on demand and reused across calls -------------
+// One buffer per role and value type, per thread.  A kernel may hold several roles at once;
+// two kernels share a buffer only where they fill the same role one after the other.
+enum class Scratch : int {
+  im2col_band,      // im2col columns of a band of output rows (or of several small images)
+  col2im_band,      // dcol = w^T g of a band, scattered back by col2im
+  image_act_grad,   // one image's (or plane's) g = dy * act'(y)
+  batch_act_grad,   // the whole batch's g = dy * act'(y) (read by every thread of the team)
+  thread_partials,  // a thread's dw / db sums, added up after the team's barrier
+  band_outputs,     // several small images: the GEMM's y (or gathered g) [Kg, images * OH * OW]
+  padded_input,     // zero-bordered input of the direct / channel-vector kernels (x, or g for dx)
+  padded_grad,      // direct weight gradient: g of a channel block, zeros past OW
+  channel_major,    // channel-vector tiles' [pixels, KP] buffer (y^T, g^T)
+  phase_outputs,    // strided input gradient: one stride phase's dx as [Cg, pixels]
+  count
+};
 // 64-byte aligned (vector loads of rows a multiple of 64 bytes apart then never split a line).
 template <class T>
 inline T* align64(T* p) {
   return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
 }
 template <class T>
-T* workspace(int slot, size_t n) {
-  thread_local std::vector<T> bufs[8];
-  std::vector<T>& b = bufs[slot];
+T* scratch(Scratch role, size_t n) {
+  thread_local std::vector<T> bufs[int(Scratch::count)];
+  std::vector<T>& b = bufs[int(role)];
   const size_t need = n + 64 / sizeof(T);
   if (b.size() < need) b.resize(need);
   return align64(b.data());
@@ -49,16 +66,30 @@ inline void gemm(const GemmArgs<float>& g) { kernels().sgemm(g); }
 inline void gemm(const GemmArgs<double>& g) { kernels().dgemm(g); }
 
 // ---- activations ---------------------------------------------------------------------------
-template <class T>
-inline T act_apply(Activation a, T v) {
-  switch (a) {
-    case Activation::relu: return v > T(0) ? v : T(0);
-    case Activation::tanh: return std::tanh(v);
-    case Activation::sigmoid: return T(1) / (T(1) + std::exp(-v));
-    default: return v;
+// y = act(y) in place, tanh and sigmoid by kernels/fast_math.h: every convolution path (and the
+// batch norm) applies its activation here, so one activation rounds the same way whichever
+// kernel computed its input.  float with SIMD: every element goes through the vector function
+// (a tail through a padded copy), so that a value's rounding does not depend on its position.
+template <class F>
+void act_map(float* __restrict y, int64_t n, F f) {
+#if defined(FL_HAVE_SIMD)
+  constexpr int VW = SimdOps::width;
+  int64_t i = 0;
+  for (; i + VW <= n; i += VW) SimdOps::store(y + i, f(SimdOps::load(y + i)));
+  if (i < n) {
+    float tmp[VW] = {};
+    std::memcpy(tmp, y + i, size_t(n - i) * sizeof(float));
+    SimdOps::store(tmp, f(SimdOps::load(tmp)));
+    std::memcpy(y + i, tmp, size_t(n - i) * sizeof(float));
   }
+#else
+  for (int64_t i = 0; i < n; ++i) y[i] = f(y[i]);
+#endif
 }
-// y = act(y) in place (the switch outside the loops, which then vectorise).
+template <class F>
+void act_map(double* __restrict y, int64_t n, F f) {
+  for (int64_t i = 0; i < n; ++i) y[i] = f(y[i]);
+}
 template <class T>
 void act_inplace(Activation a, T* __restrict y, int64_t n) {
   switch (a) {
@@ -66,10 +97,10 @@ void act_inplace(Activation a, T* __restrict y, int64_t n) {
       for (int64_t i = 0; i < n; ++i) y[i] = y[i] > T(0) ? y[i] : T(0);
       break;
     case Activation::tanh:
-      for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(y[i]);
+      act_map(y, n, [](auto v) { return fast_tanh(v); });
       break;
     case Activation::sigmoid:
-      for (int64_t i = 0; i < n; ++i) y[i] = T(1) / (T(1) + std::exp(-y[i]));
+      act_map(y, n, [](auto v) { return fast_sigmoid(v); });
       break;
     default:
       break;

@@ -365,7 +365,7 @@ void batch_norm_backward(const BatchNormArgs<T>& a) {
       const int64_t o = (n * C + c) * HW;
       const T* g = g0 + o;
       if (a.act == Activation::relu && !a.dx) {  // no dx to use as scratch
-        gbuf = workspace<T>(1, size_t(HW));
+        gbuf = scratch<T>(Scratch::image_act_grad, size_t(HW));
         act_grad(Activation::relu, a.dy + o, a.y + o, gbuf, HW);
         g = gbuf;
       }

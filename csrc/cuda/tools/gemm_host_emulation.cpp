@@ -11,9 +11,10 @@
 //     bits (a read of shared memory that another thread of the same phase
 //     writes would make the result depend on the order).
 // It picks the kernel variant (transposes, 16-byte paths) with the same plan
-// as the launcher.  CUDA source despite the extension (kept out of the *.cu
-// glob of CMakeLists.txt, it has a main()).  Build and run from the repository root:
-//   nvcc -std=c++17 -O2 -Xcompiler -mfma -Icsrc -arch=sm_90 -x cu csrc/cuda/tools/gemm_host_emulation.cpp -o /tmp/fl_gemm_emu && /tmp/fl_gemm_emu
+// as the launcher.  CUDA source despite the extension (compiled with nvcc as
+// CUDA; it has a main(), so it is not one of FL_CUDA_SOURCES).  The ctest
+// target cuda_gemm_host_emulation (cmake/cuda_tests.cmake,
+// -DFUSEDLEARN_TESTS=ON) builds and runs it; exit status 1 on any failure.
 #define FL_ISA_NS isa_cuda
 #include "cuda/cuda_runtime.cu"
 #include "cuda/gemm/sgemm.cu"

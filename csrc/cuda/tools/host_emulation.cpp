@@ -2,9 +2,10 @@
 // (block, thread) lane of a launch on the CPU through the real build_meta /
 // OptimOp / ReduceOp / MapOp code, and checks the result bit for bit against
 // a plain per-element loop over the same functors, plus no write outside the
-// arrays.  CUDA source despite the extension (kept out of the *.cu glob of
-// CMakeLists.txt, it has a main()).  Build and run from the repository root:
-//   nvcc -std=c++17 -O2 -Icsrc -arch=sm_90 -x cu csrc/cuda/tools/host_emulation.cpp -o /tmp/fl_emu && /tmp/fl_emu
+// arrays.  CUDA source despite the extension (compiled with nvcc as CUDA; it
+// has a main(), so it is not one of FL_CUDA_SOURCES).  The ctest target
+// cuda_host_emulation (cmake/cuda_tests.cmake, -DFUSEDLEARN_TESTS=ON) builds
+// and runs it; exit status 1 on any failure.
 #define FL_ISA_NS isa_cuda
 #include "cuda/cuda_runtime.cu"
 #include "cuda/optim/optim_multi_tensor.cu"

@@ -77,3 +77,14 @@ def as_dataset(data, what: str = "data") -> ArrayDataset:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return ArrayDataset(data[0], data[1])
     raise TypeError(f"{what} must be an ArrayDataset or an (x, y) pair, got {type(data).__name__}")
+
+
+def labelled_dataset(data, who: str, what: str, allow_empty: bool = False) -> ArrayDataset:
+    """``as_dataset(data)`` that must have targets (and, unless ``allow_empty``, samples);
+    ``ValueError("<who>: <what> needs targets (y)")`` / ``"... is empty"`` otherwise."""
+    ds = as_dataset(data, what)
+    if ds.y is None:
+        raise ValueError(f"{who}: {what} needs targets (y)")
+    if not allow_empty and len(ds) == 0:
+        raise ValueError(f"{who}: {what} is empty")
+    return ds

@@ -28,7 +28,7 @@ from .. import _C
 from .gemm import _empty_like, _is_torch, _shape
 
 __all__ = [
-    "conv2d", "conv2d_backward", "conv2d_output_shape", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
+    "conv2d", "conv2d_backward", "conv2d_output_shape", "conv2d_paths", "max_pool2d", "max_pool2d_backward", "avg_pool2d",
     "avg_pool2d_backward", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "batch_norm",
     "batch_norm_backward",
 ]
@@ -84,8 +84,21 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
     return (n, k, (h + 2 * ph - dh * (r - 1) - 1) // sh + 1, (w + 2 * pw - dw * (s - 1) - 1) // sw + 1)
 
 
+def _check_geometry(st, pad, dil, stride, padding, dilation):
+    if min(st) < 1:
+        raise ValueError(f"stride: must be >= 1, got {stride!r}")
+    if min(dil) < 1:
+        raise ValueError(f"dilation: must be >= 1, got {dilation!r}")
+    if min(pad) < 0:
+        raise ValueError(f"padding: must be >= 0, got {padding!r}")
+
+
 def _conv_geometry(input, weight, stride, padding, dilation, groups):
     xs, ws = _shape(input, "input"), _shape(weight, "weight")
+    return _geometry_of(xs, ws, stride, padding, dilation, groups)
+
+
+def _geometry_of(xs, ws, stride, padding, dilation, groups):
     if len(xs) != 4:
         raise ValueError(f"conv2d: expected a 4-D input [N, C, H, W], got shape {tuple(xs)}")
     if len(ws) != 4:
@@ -96,13 +109,31 @@ def _conv_geometry(input, weight, stride, padding, dilation, groups):
     st = _pair(stride, "stride")
     dil = _pair(dilation, "dilation")
     pad = _conv_padding(padding, ws, st, dil)
-    if min(st) < 1:
-        raise ValueError(f"stride: must be >= 1, got {stride!r}")
-    if min(dil) < 1:
-        raise ValueError(f"dilation: must be >= 1, got {dilation!r}")
-    if min(pad) < 0:
-        raise ValueError(f"padding: must be >= 0, got {padding!r}")
+    _check_geometry(st, pad, dil, stride, padding, dilation)
+    if groups < 1:
+        raise ValueError(f"groups: must be >= 1, got {groups!r}")
+    if xs[1] % groups or ws[0] % groups:
+        raise ValueError(f"groups: in_channels ({xs[1]}) and out_channels ({ws[0]}) must be divisible by "
+                         f"groups ({groups})")
     return tuple(xs), tuple(ws), st, pad, dil, int(groups)
+
+
+def conv2d_paths(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *, dtype="float32") -> dict:
+    """The CPU algorithm family each pass of this convolution takes, on the selected ISA.
+
+    ``{"forward": ..., "input_grad": ..., "weight_grad": ...}``, each one of ``"im2col"``
+    (im2col bands + GEMM), ``"pointwise"`` (1x1, stride 1, unpadded: the GEMM on the image),
+    ``"depthwise"``, ``"direct"`` (vectors along the output width) or ``"channel_vector"``
+    (vectors along the output channels).  The answer comes from the same selection functions
+    that :func:`conv2d` and :func:`conv2d_backward` run, so it depends on the ISA
+    (``fusedlearn.set_isa``) and the dtype (float32 / float64 vector widths).
+    """
+    xs, ws = tuple(int(v) for v in input_shape), tuple(int(v) for v in weight_shape)
+    xs, ws, st, pad, dil, groups = _geometry_of(xs, ws, stride, padding, dilation, groups)
+    dt = np.dtype(dtype).name
+    if dt not in ("float32", "float64"):
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}")
+    return _C.conv2d_paths(list(xs), list(ws), st, pad, dil, groups, dt)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, out=None):

@@ -19,5 +19,10 @@ adamw_ = _C.adamw_
 adamax_ = _C.adamax_
 accsgd_ = _C.accsgd_
 sdprop_ = _C.sdprop_
+nadam_ = _C.nadam_
+radam_ = _C.radam_
+rprop_ = _C.rprop_
+asgd_ = _C.asgd_
 
-__all__ = ["sgd_", "adagrad_", "adadelta_", "rmsprop_", "adam_", "adamw_", "adamax_", "accsgd_", "sdprop_"]
+__all__ = ["sgd_", "adagrad_", "adadelta_", "rmsprop_", "adam_", "adamw_", "adamax_", "accsgd_", "sdprop_",
+           "nadam_", "radam_", "rprop_", "asgd_"]

@@ -64,6 +64,8 @@ class Conv2d(InputGradOptional, Module):
             self.padding = padding
         else:
             self.padding = F.conv._pair(padding, "padding")
+        F.conv._check_geometry(self.stride, (0, 0) if isinstance(self.padding, str) else self.padding,
+                               self.dilation, stride, padding, dilation)
         self.groups = groups
         self.padding_mode = padding_mode
         self.activation = activation

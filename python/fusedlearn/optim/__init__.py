@@ -14,6 +14,10 @@ from .adam import Adam, AdamW
 from .adamax import Adamax
 from .accsgd import AccSGD
 from .sdprop import SDProp
+from .nadam import NAdam
+from .radam import RAdam
+from .rprop import Rprop
+from .asgd import ASGD
 from .grad_clip import clip_grad_norm_, clip_grad_value_, found_inf
 from .schedules import (
     CosineAnnealingLR, ExponentialLR, InverseTimeLR, LRScheduler, ReduceLROnPlateau, StepLR,
@@ -22,7 +26,7 @@ from . import schedules
 from .constraints import GRUSpectralConstraint
 
 __all__ = [
-    "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "AccSGD", "SDProp",
+    "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "AccSGD", "SDProp", "NAdam", "RAdam", "Rprop", "ASGD",
     "clip_grad_norm_", "clip_grad_value_", "found_inf",
     "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau", "InverseTimeLR",
     "schedules",

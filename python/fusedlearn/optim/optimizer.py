@@ -16,6 +16,20 @@ from .. import functional as F
 from . import _params as P
 
 
+def check_hyper(lr=None, eps=None, betas=None, weight_decay=None) -> None:
+    """torch.optim's range checks, with its exact ``ValueError`` texts, for the given arguments."""
+    if lr is not None and not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if eps is not None and not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if betas is not None:
+        for i in (0, 1):
+            if not 0.0 <= betas[i] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+    if weight_decay is not None and not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
 class Optimizer:
     """Base class of the optimizers, with ``torch.optim.Optimizer``'s API.
 
@@ -35,6 +49,9 @@ class Optimizer:
 
     _has_step = True  # keeps state['step']
     _step_dependent = True  # the update depends on the step count (bucket by it)
+    # Per-param scalar state (torch keeps 0-d tensors, e.g. NAdam's mu_product):
+    # Python floats while training, exported in torch's form, loaded as floats.
+    _scalar_state: tuple = ()
 
     def __init__(self, params, defaults: dict, *, skip_nonfinite: bool = False):
         self.defaults = dict(defaults)
@@ -71,9 +88,24 @@ class Optimizer:
     def _kernel_step(self, state: dict, created: list) -> int:
         return P.step_count(state["step"]) + 1
 
+    def _initial_scalars(self, group: dict) -> dict:
+        """Initial values of the ``_scalar_state`` entries of a new param."""
+        return {}
+
+    def _step_scalars(self, group: dict, state: dict, step: int) -> dict:
+        """Scalars the kernel call of this step needs (hashable values): params
+        whose values differ go into different calls; ``_update`` finds them in
+        ``states`` under their names."""
+        return {}
+
+    def _after_step(self, group: dict, state: dict, step: int, scalars: dict) -> None:
+        """Update a param's scalar state after its kernel call of ``step``."""
+
     def _check_group(self, group: dict) -> None:
         """Validate a group's hyperparameters: the kernel checks them even for empty lists."""
-        self._update(group, [], [], {n: [] for n in self._state_names(group)}, 1)
+        states = {n: [] for n in self._state_names(group)}
+        states.update(self._step_scalars(group, dict(self._initial_scalars(group), step=0.0), 1))
+        self._update(group, [], [], states, 1)
 
     # ---- groups ---------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
@@ -157,6 +189,10 @@ class Optimizer:
         if self._has_step and "step" not in state:
             state["step"] = P.scalar_step(0, data)
             created.append("step")
+        for name, value in self._initial_scalars(group).items():
+            if name not in state:
+                state[name] = float(value)
+                created.append(name)
         for name in self._state_names(group) if names is None else names:
             if name not in state or state[name] is None:
                 state[name] = P.full_like(data, self._init_value(group, name))
@@ -175,16 +211,19 @@ class Optimizer:
                 if created:
                     fresh[p] = created
                 step = self._kernel_step(state, created)
-                key = (step if self._step_dependent else 0, *P.kind_of(data))
-                b = bins.setdefault(key, {"p": [], "data": [], "grad": [], "step": step})
+                scalars = self._step_scalars(group, state, step)
+                key = (step if self._step_dependent else 0, *P.kind_of(data), tuple(sorted(scalars.items())))
+                b = bins.setdefault(key, {"p": [], "data": [], "grad": [], "step": step, "scalars": scalars})
                 b["p"].append(p)
                 b["data"].append(data)
                 b["grad"].append(grad)
             for b in bins.values():
                 states = {n: [self.state[p][n] for p in b["p"]] for n in names}
+                states.update(b["scalars"])
                 self._update(group, b["data"], b["grad"], states, b["step"])
                 for p in b["p"]:
                     fresh.pop(p, None)
+                    self._after_step(group, self.state[p], b["step"], b["scalars"])
                     if self._has_step:
                         P.bump_step(self.state[p])
         except BaseException:
@@ -214,8 +253,9 @@ class Optimizer:
         for p, s in self.state.items():
             if id(p) in index and s:
                 entry = dict(s)
-                if "step" in entry:
-                    entry["step"] = P.exported_step(entry["step"], P.data_of(p))
+                for k in ("step", *self._scalar_state):
+                    if k in entry:
+                        entry[k] = P.exported_step(entry[k], P.data_of(p))
                 state[index[id(p)]] = entry
         return {"state": state, "param_groups": groups}
 
@@ -246,6 +286,8 @@ class Optimizer:
                     continue
                 if k == "step":
                     entry[k] = P.scalar_step(float(v), data)
+                elif k in self._scalar_state:
+                    entry[k] = float(v)
                 elif P.is_array(v):
                     if tuple(v.shape) != tuple(data.shape):
                         raise ValueError(f"loaded state '{k}' of param {idx} has shape {tuple(v.shape)}, "

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .. import checkpoint as ckpt_io
-from ..data.dataset import ArrayDataset, as_dataset
+from ..data.dataset import ArrayDataset, as_dataset, labelled_dataset
 from .callbacks import Callback
 from .history import plot_history, write_history
 
@@ -161,11 +161,7 @@ def fit(model, loss, optimizer, train_data, val_data=None, *, epochs: int, batch
         raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
     if batch_size < 1:
         raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
-    train = as_dataset(train_data, "train_data")
-    if train.y is None:
-        raise ValueError("fit: train_data needs targets (y)")
-    if len(train) == 0:
-        raise ValueError("fit: train_data is empty")
+    train = labelled_dataset(train_data, "fit", "train_data")
     val = None if val_data is None else as_dataset(val_data, "val_data")
     callbacks = list(callbacks) if callbacks else []
     for cb in callbacks:
