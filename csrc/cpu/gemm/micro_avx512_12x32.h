@@ -57,7 +57,10 @@ struct MicroAvx512_12x32 {
     }
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
-      const __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+      __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+      // b0, b1 in registers: without this GCC 12 spilled b0 to the stack and
+      // read it back for 24 FMAs per k step, ~10 % of the kernel (bench/RESULTS.md [gemm-avx512-spill])
+      asm("" : "+v"(b0), "+v"(b1));
       if constexpr (kAhead > 0) _mm_prefetch(reinterpret_cast<const char*>(B + kAhead * NR), _MM_HINT_T0);
 #pragma GCC unroll 12
       for (int i = 0; i < R; ++i) {

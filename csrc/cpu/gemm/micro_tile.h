@@ -82,9 +82,11 @@ FL_HD void store_tile(const typename L::reg (&acc)[R][NV], float* C, int64_t ldc
 // K::run_rows<rows>(...) for a run-time 1 <= rows <= K::MR (more runs MR):
 // the bottom edge of C without wasted rows or a copy (the A panel keeps its
 // MR stride).  A switch, as each kernel had: the large row counts stay calls
-// instead of being inlined into every driver.
+// instead of being inlined into every driver, and the switch itself is one
+// out-of-line function, as each kernel's run_m was (inlined, it tripled the
+// drivers' code).
 template <class K>
-inline void run_rows_of(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
+__attribute__((noinline)) void run_rows_of(int rows, int64_t kc, const float* A, const float* B, float* C, int64_t ldc, float alpha,
                         float beta, TileEpilogue ep) {
   static_assert(K::MR >= 1 && K::MR <= 16, "rows of a micro-kernel tile");
 #define FL_TILE_ROWS(n)                                            \
