@@ -3,7 +3,7 @@
 //   C = act(alpha * op(A) op(B) + beta * C + bias),  preact (optional) = the argument of act
 //
 // float32: the BLIS design.  Five loops around a register-blocked micro-kernel
-// (cpu/gemm/gemm_micro.h):
+// (cpu/gemm/gemm_micro.h, one file per ISA named by its shape):
 //   jc over N in NC columns   -> pack the B panel  op(B)[pc:pc+KC, jc:jc+NC] into NR-column micro-panels (L3)
 //    pc over K in KC          (shared by all threads; each packs a share of the micro-panels)
 //     ic over M in MC rows    -> pack the A block  op(A)[ic:ic+MC, pc:pc+KC] into MR-row micro-panels (L2, per thread)
@@ -12,7 +12,7 @@
 // Packing handles the transposes and leading dimensions and pads the last
 // micro-panels with zeros.  A tile short of rows runs a micro-kernel
 // instantiated for just those rows; one short of columns is computed into a
-// small buffer and copied out.  The epilogue
+// small buffer and copied out (cpu/gemm/gemm_tile.h).  The epilogue
 // (bias, pre-activation store, activation) runs on each tile right after its
 // last KC block is written, while the tile is still in L1: Linear + bias +
 // activation is one pass over C.
@@ -28,9 +28,9 @@
 //    the current one computes (B is read from memory once; with few rows that
 //    read, not the arithmetic, is what needs hiding).  No barriers.
 // Below ~2 MFLOP one thread runs (waking a second costs more).
-// Cache blocking comes from the micro-kernel (MC, KC, NC) and can be
-// overridden with FUSEDLEARN_GEMM_MC / _KC / _NC (and the small-M driver's
-// packed-B group size with FUSEDLEARN_GEMM_GROUP_KIB) for tuning elsewhere.
+// Cache blocking and the other tuned constants: cpu/tuning.h (tuning::Gemm);
+// MC / KC / NC and the small-M driver's packed-B group size can be overridden
+// with FUSEDLEARN_GEMM_MC / _KC / _NC / _GROUP_KIB for tuning elsewhere.
 //
 // float64: a plain reference path (row-parallel i-k-j loops accumulated in
 // double), for gradient checks; not tuned.
@@ -53,112 +53,14 @@
 #include "cpu/aligned_buf.h"
 #include "cpu/transpose8x8.h"
 #include "cpu/gemm/gemm_micro.h"
+#include "cpu/gemm/gemm_tile.h"
 #include "cpu/isa_entry.h"
 #include "cpu/team.h"
+#include "cpu/tuning.h"
 
 namespace fl {
 namespace FL_ISA_NS {
 namespace {
-
-// ---- activations ------------------------------------------------------------------
-// float: exp by range reduction + polynomial, written so the compiler
-// vectorizes the epilogue loops (libm's expf/tanhf would not be).
-inline float fast_expf(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln2 split: hi + lo
-  // e^r on |r| <= ln2/2: degree-6 Taylor/minimax, relative error ~2e-7
-  float p = 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-template <class T>
-inline T act_sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
-}
-template <>
-inline float act_sigmoid<float>(float v) {
-  return 1.0f / (1.0f + fast_expf(-v));
-}
-template <class T>
-inline T act_tanh(T v) {
-  return std::tanh(v);
-}
-template <>
-inline float act_tanh<float>(float v) {
-  // |v| small: odd Taylor series to x^9 (error < 2e-8 for |v| < 0.25);
-  // otherwise 1 - 2 / (e^{2|v|} + 1), which has no cancellation there.
-  const float a = std::fabs(v);
-  const float v2 = v * v;
-  const float small = v * (1.0f + v2 * (-0.333333333f + v2 * (0.133333333f + v2 * (-0.053968254f + v2 * 0.021869488f))));
-  const float big = std::copysign(1.0f - 2.0f / (fast_expf(2.0f * a) + 1.0f), v);
-  return a < 0.25f ? small : big;
-}
-
-// ---- epilogue -------------------------------------------------------------------------
-// One row of one tile: v = c + bias; preact = v; c = act(v).
-// kBias: 0 none, 1 per column (bias[j]), 2 per row (one value).
-template <class T, Activation kAct, int kBias, bool kPre>
-void epilogue_row(T* __restrict c, T* __restrict p, const T* __restrict bcol, T brow, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    T v = c[j];
-    if (kBias == 1) v += bcol[j];
-    if (kBias == 2) v += brow;
-    if (kPre) p[j] = v;
-    if (kAct == Activation::identity) c[j] = v;
-    if (kAct == Activation::relu) c[j] = v > T(0) ? v : T(0);
-    if (kAct == Activation::tanh) c[j] = act_tanh<T>(v);
-    if (kAct == Activation::sigmoid) c[j] = act_sigmoid<T>(v);
-  }
-}
-
-template <class T, Activation kAct, int kBias, bool kPre>
-void epilogue_block_t(const GemmArgs<T>& g, int64_t i0, int64_t j0, int64_t mr, int64_t nr) {
-  for (int64_t i = 0; i < mr; ++i) {
-    const int64_t r = i0 + i;
-    T* c = g.C + r * g.ldc + j0;
-    T* p = kPre ? g.preact + r * g.ld_preact + j0 : nullptr;
-    const T* bcol = kBias == 1 ? g.bias + j0 : nullptr;
-    const T brow = kBias == 2 ? g.bias[r] : T(0);
-    epilogue_row<T, kAct, kBias, kPre>(c, p, bcol, brow, nr);
-  }
-}
-
-template <class T>
-using EpilogueFn = void (*)(const GemmArgs<T>&, int64_t, int64_t, int64_t, int64_t);
-
-template <class T, Activation kAct, int kBias>
-EpilogueFn<T> pick_pre(bool pre) {
-  return pre ? &epilogue_block_t<T, kAct, kBias, true> : &epilogue_block_t<T, kAct, kBias, false>;
-}
-template <class T, Activation kAct>
-EpilogueFn<T> pick_bias(int bias, bool pre) {
-  if (bias == 1) return pick_pre<T, kAct, 1>(pre);
-  if (bias == 2) return pick_pre<T, kAct, 2>(pre);
-  return pick_pre<T, kAct, 0>(pre);
-}
-// nullptr when there is nothing to do after alpha*AB + beta*C.
-template <class T>
-EpilogueFn<T> pick_epilogue(const GemmArgs<T>& g) {
-  const int bias = g.bias == nullptr ? 0 : g.bias_axis == BiasAxis::per_col ? 1 : g.bias_axis == BiasAxis::per_row ? 2 : 0;
-  const bool pre = g.preact != nullptr;
-  switch (g.act) {
-    case Activation::relu: return pick_bias<T, Activation::relu>(bias, pre);
-    case Activation::tanh: return pick_bias<T, Activation::tanh>(bias, pre);
-    case Activation::sigmoid: return pick_bias<T, Activation::sigmoid>(bias, pre);
-    case Activation::identity: break;
-  }
-  if (bias == 0 && !pre) return nullptr;
-  return pick_bias<T, Activation::identity>(bias, pre);
-}
 
 // C = beta * C (no product: K == 0 or alpha == 0), then the epilogue.
 template <class T>
@@ -175,10 +77,10 @@ void scale_only(const GemmArgs<T>& g) {
   if (epi) epi(g, 0, 0, g.M, g.N);
 }
 
-// Threads for a product (cpu/team.h): a thread pays for itself at ~1 MFLOP.
+// Threads for a product (cpu/team.h): one per tuning::Gemm::FLOPS_PER_THREAD.
 int gemm_threads(int64_t M, int64_t N, int64_t K) {
   const double flops = 2.0 * double(M) * double(N) * double(K);
-  return team_for(INT64_MAX, flops, 1.0e6);
+  return team_for(INT64_MAX, flops, tuning::Gemm::FLOPS_PER_THREAD);
 }
 
 // ---- packing buffers: 64-byte aligned, grown on demand, reused per thread (cpu/aligned_buf.h) ----
@@ -186,6 +88,7 @@ thread_local AlignedBuf tl_a_buf;
 thread_local AlignedBuf tl_b_buf;
 
 using UK = MicroKernel;
+using Tune = tuning::Gemm;
 constexpr int MR = UK::MR, NR = UK::NR;
 
 
@@ -199,7 +102,7 @@ inline void prefetch_floats(const float* p, int64_t n) {
 
 // Source rows the packing loops prefetch ahead of the row they copy (rows a
 // few hundred bytes long and lda apart do not start the hardware prefetchers).
-constexpr int64_t kPackAhead = 6;
+constexpr int64_t kPackAhead = Tune::PACK_AHEAD;
 
 // Floats past the packed A block that pack_a may scribble on (its transposing
 // stores run up to 8 - MR floats long).
@@ -336,7 +239,7 @@ inline void split_range(int64_t units, int t, int n, int64_t& lo, int64_t& hi) {
 }
 
 
-// Cache blocking: the micro-kernel's defaults, or FUSEDLEARN_GEMM_MC / _KC / _NC
+// Cache blocking: tuning::Gemm's, or FUSEDLEARN_GEMM_MC / _KC / _NC
 // from the environment (read once; for tuning on other machines).
 struct Blocking {
   int64_t mc, kc, nc;
@@ -349,8 +252,8 @@ int64_t env_or(const char* name, int64_t def, int64_t multiple) {
   return std::max<int64_t>(multiple, (int64_t(x) + multiple - 1) / multiple * multiple);
 }
 const Blocking& blocking() {
-  static const Blocking b{env_or("FUSEDLEARN_GEMM_MC", UK::MC, MR), env_or("FUSEDLEARN_GEMM_KC", UK::KC, 1),
-                          env_or("FUSEDLEARN_GEMM_NC", UK::NC, NR)};
+  static const Blocking b{env_or("FUSEDLEARN_GEMM_MC", Tune::MC, MR), env_or("FUSEDLEARN_GEMM_KC", Tune::KC, 1),
+                          env_or("FUSEDLEARN_GEMM_NC", Tune::NC, NR)};
   return b;
 }
 
@@ -360,45 +263,6 @@ const Blocking& blocking() {
 inline int64_t balanced_kc(int64_t K, int64_t kc) {
   const int64_t blocks = (K + kc - 1) / kc;
   return std::min(kc, ((K + blocks - 1) / blocks + 7) / 8 * 8);
-}
-
-// Epilogues the micro-kernel can apply in its final store: a bias per column
-// and/or ReLU, with no pre-activation to keep.
-inline bool in_kernel_epilogue(const GemmArgs<float>& g) {
-  const bool bias_ok = g.bias == nullptr || g.bias_axis == BiasAxis::per_col;
-  const bool act_ok = g.act == Activation::identity || g.act == Activation::relu;
-  return bias_ok && act_ok && g.preact == nullptr;
-}
-
-// One MR x NR tile: C(ic.., jc..) = alpha * Ap Bp + beta * C, then the
-// epilogue when this was the last KC block.  A tile short of rows runs the
-// micro-kernel for just those rows; one short of columns goes through `tile`.
-inline void run_tile(const GemmArgs<float>& g, EpilogueFn<float> epi, const float* ap, const float* bp, int64_t kc,
-                     int64_t i, int64_t j, int64_t mr, int64_t nr, float beta, bool last, float* tile) {
-  float* c = g.C + i * g.ldc + j;
-  if (nr == NR) {
-    if (last && epi && in_kernel_epilogue(g)) {
-      // bias per column and/or ReLU applied by the micro-kernel as it stores (no second pass)
-      TileEpilogue ep;
-      ep.bias_col = g.bias ? g.bias + j : nullptr;
-      ep.relu = g.act == Activation::relu;
-      UK::run_m(int(mr), kc, ap, bp, c, g.ldc, g.alpha, beta, ep);
-      return;
-    }
-    UK::run_m(int(mr), kc, ap, bp, c, g.ldc, g.alpha, beta);
-  } else {
-    UK::run_m(int(mr), kc, ap, bp, tile, NR, 1.0f, 0.0f);
-    for (int64_t r = 0; r < mr; ++r) {
-      float* cr = c + r * g.ldc;
-      const float* tr = tile + r * NR;
-      if (beta == 0.0f) {
-        for (int64_t q = 0; q < nr; ++q) cr[q] = g.alpha * tr[q];
-      } else {
-        for (int64_t q = 0; q < nr; ++q) cr[q] = g.alpha * tr[q] + beta * cr[q];
-      }
-    }
-  }
-  if (last && epi) epi(g, i, j, mr, nr);
 }
 
 // Prefetch (into L2) part `part` of `parts` of the source of op(B)[k0:k0+kc,
@@ -453,7 +317,7 @@ void sgemm_pack_b(const GemmArgs<float>& g, float* dst) {
 
 // M <= MC: the A rows are few, so every thread packs all of op(A) for itself
 // (per KC block, once), and the threads take groups of NR micro-panels of
-// op(B) (UK::GROUP_KIB packed: part of L2) dynamically.  A group runs all its KC
+// op(B) (tuning::Gemm::GROUP_KIB packed: part of L2) dynamically.  A group runs all its KC
 // blocks back to back, packing each B block right before use while
 // prefetching the source of the next, so the packed B never makes a round trip
 // through L3 (B is read from memory once; with few rows that read, not the
@@ -467,14 +331,14 @@ void sgemm_small_m(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   const int64_t KC = bl.KC, kc_max = bl.kc_max, k_blocks = bl.k_blocks, n_panels = bl.n_panels;
   const int64_t m_pad = (M + MR - 1) / MR * MR;
   const int64_t m_tiles = m_pad / MR;
-  // at most UK::GROUP_KIB (about a quarter of L2) of packed B per group, and at least two groups per thread
-  static const int64_t group_floats = env_or("FUSEDLEARN_GEMM_GROUP_KIB", UK::GROUP_KIB, 1) * 256;
+  // at most GROUP_KIB (part of L2) of packed B per group, and at least two groups per thread
+  static const int64_t group_floats = env_or("FUSEDLEARN_GEMM_GROUP_KIB", Tune::GROUP_KIB, 1) * 256;
   const int64_t group = std::max<int64_t>(
       1, std::min<int64_t>(group_floats / (NR * kc_max), (n_panels + 2 * nt - 1) / (2 * nt)));
   const int64_t n_groups = (n_panels + group - 1) / group;
-  // all of op(A) packed (block b at b * m_pad * KC) unless that exceeds 16 MiB;
+  // all of op(A) packed (block b at b * m_pad * KC) unless that exceeds WHOLE_A_FLOATS;
   // then each group repacks its A blocks
-  const bool whole_a = m_pad * K <= (int64_t(4) << 20);
+  const bool whole_a = m_pad * K <= Tune::WHOLE_A_FLOATS;
   const bool prepacked = g.packed_b != nullptr;  // (then the packed panels stream from L3 in order)
   WorkCounter work;
   std::atomic<bool> out_of_memory{false};
@@ -557,8 +421,8 @@ inline void wait_for(const std::atomic<int64_t>& c, int64_t target) {
 // is double-buffered, and counters say when a block is packed (its rows may
 // start) and when all rows of the block two back are done (its buffer may be
 // overwritten), so a thread that finishes its rows packs and starts the next
-// block while the others finish theirs.  With a barrier per block the early
-// thread idled there: ~4 % of 2048^3 at 2 threads in libgomp's wait.
+// block while the others finish theirs (with a barrier per block the early
+// thread idled there; bench/RESULTS.md, "Tuning notes" [gemm-blocked-barriers]).
 void sgemm_blocked(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   const int64_t M = g.M, N = g.N, K = g.K;
   const Blocking& bl = blocking();
@@ -566,8 +430,8 @@ void sgemm_blocked(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   const int64_t kc_max = std::min(KC, K);
   const int64_t k_blocks = (K + KC - 1) / KC;
   const int64_t ps_max = b_panel_stride(kc_max);
-  // column blocks: at most NC, packed B for all of K at most 2M floats, equal widths
-  const int64_t nc_cap = std::min(bl.nc, std::max<int64_t>(1, (int64_t(2) << 20) / (k_blocks * ps_max)) * NR);
+  // column blocks: at most NC, packed B for all of K at most PACKED_B_FLOATS, equal widths
+  const int64_t nc_cap = std::min(bl.nc, std::max<int64_t>(1, Tune::PACKED_B_FLOATS / (k_blocks * ps_max)) * NR);
   const int64_t n_jc = (N + nc_cap - 1) / nc_cap;
   const int64_t NC = ((N + n_jc - 1) / n_jc + NR - 1) / NR * NR;
   const int64_t panels_max = (std::min(NC, N) + NR - 1) / NR;
@@ -578,7 +442,7 @@ void sgemm_blocked(const GemmArgs<float>& g, EpilogueFn<float> epi, int nt) {
   blocks = (blocks + nt - 1) / nt * nt;
   const int64_t mc = std::min(bl.mc, ((M + blocks - 1) / blocks + MR - 1) / MR * MR);
   blocks = (M + mc - 1) / mc;
-  constexpr int64_t kPackChunk = 4;  // micro-panels per packing work item
+  constexpr int64_t kPackChunk = Tune::PACK_CHUNK;  // micro-panels per packing work item
 
   float* bbuf = tl_b_buf.get(size_t(std::min<int64_t>(n_jc, 2) * b_size));  // shared by the team
   struct ColumnBlock {

@@ -12,11 +12,9 @@ namespace {
 
 // Software prefetch distance in elements (2 KiB ahead, one prefetch per line
 // per stream): one core's hardware prefetchers keep few lines in flight for
-// the four to five streams of a rule.  Measured here (Zen 3, 1 thread, Adam
-// on 16M floats, pairwise-alternated with torch's fused Adam, noisy host):
-// no prefetch 1.09x torch, 256: 1.13-1.16x, 512: 1.09-1.14x, 1024: 1.11-1.13x.
-// Never exactly 4 KiB: with arrays sharing a page offset the prefetched line
-// would land in the L1 set of the current one.
+// the four to five streams of a rule (bench/RESULTS.md, "Tuning notes"
+// [optim-prefetch]).  Never exactly 4 KiB: with arrays sharing a page offset
+// the prefetched line would land in the L1 set of the current one.
 constexpr int64_t kPrefetch = 512;
 FL_HD void prefetch_r(const void* a) { __builtin_prefetch(a, 0, 3); }
 FL_HD void prefetch_w(const void* a) { __builtin_prefetch(a, 1, 3); }

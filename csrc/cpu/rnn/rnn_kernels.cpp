@@ -125,15 +125,15 @@ struct CpuBackend {
 
 // ---- forward with one thread team for the whole sequence (LSTM, torch's GRU; float) -------
 // The generic driver (kernels/rnn_driver.h) runs each step's GEMM as a parallel region of its
-// own and the cell after it, on one thread below kCellParallelMin: at (T, B, I, H) = (50, 32,
-// 128, 128) the forks, joins and the serial cell were a quarter of the 2-thread forward, which
-// ran slower than torch's.  Here one team lives for the whole sequence.  Each thread owns a
+// own and the cell after it, on one thread below kCellParallelMin: small layers lose to the
+// forks, joins and the serial cell (bench/RESULTS.md, "Tuning notes" [rnn-column-team]).
+// Here one team lives for the whole sequence.  Each thread owns a
 // contiguous range of the G*H gate columns (whole 32-column GEMM panels): it computes them for
 // the input projection of each chunk of steps and for every step's recurrent product, one GEMM
 // each on its own slices of W_ih and W_hh, packed once.  A barrier, then each thread runs the
 // cell of its range of hidden units (which reads every gate of those units), and a barrier
 // again before the next step's product reads h_t.  (Owning hidden units in every gate instead
-// took G GEMMs per step, each packing h_{t-1} again: slower than the generic path.)
+// takes G GEMMs per step, each packing h_{t-1} again: measured slower, [rnn-column-team].)
 constexpr int64_t kTeamPanel = 32;  // gate columns per share (one GEMM micro-panel)
 thread_local AlignedBuf tl_team_w[2];  // this thread's slices: W_hh, W_ih
 
@@ -270,7 +270,7 @@ void rnn_backward_team(const RnnSeqArgs<float>& a, int nt) {
 // weights and the cell of its rows: no barrier at all, and nothing a thread reads was written
 // by another.  The bias / peephole gradient sums go to per-thread partials, added at the end.
 // (The column team above needs two barriers per forward step, and each unit's gates come from
-// both cores: at (50, 32, 128, 128) its cell ran twice as slow as on one thread.)
+// both cores: bench/RESULTS.md, "Tuning notes" [rnn-rows-team].)
 constexpr int64_t kRowsTeamWeightBytes = int64_t(1) << 20;
 constexpr int64_t kRowsTeamMinRows = 8;  // rows per thread at least
 
