@@ -36,8 +36,9 @@ inline double lane_sum(const double* acc) {
 
 // Pass 1 on one row of a factored matrix: psq += p^2, returns sum g^2, col[c] += g^2.
 template <class T>
-double row_pass1(const T* p, const T* g, int64_t C, double* col, double* psq_acc) {
-  double acc[kLanes] = {};
+double row_pass1(const T* __restrict p, const T* __restrict g, int64_t C, double* __restrict col,
+                 double* __restrict psq_out) {
+  double acc[kLanes] = {}, psq_acc[kLanes] = {};  // local: no aliasing with col, so the lanes vectorize
   int64_t c = 0;
   for (; c + kLanes <= C; c += kLanes)
     for (int j = 0; j < kLanes; ++j) {
@@ -52,6 +53,7 @@ double row_pass1(const T* p, const T* g, int64_t C, double* col, double* psq_acc
     col[c] += x;
     psq_acc[0] += double(p[c]) * double(p[c]);
   }
+  for (int j = 0; j < kLanes; ++j) psq_out[j] += psq_acc[j];
   return lane_sum(acc);
 }
 
