@@ -533,9 +533,49 @@ def fmt(x, w=7, nd=2):
     return f"{x:{w}.{nd}f}" if x is not None else " " * (w - 1) + "-"
 
 
+# ---- Adafactor (not element-wise: its own bench) ------------------------------------
+#
+# One float32 matrix [4096, N/4096] (factored: row_var [4096, 1], col_var [1, N/4096]).
+# Bytes per param counted as for the other rules, each stream the rule must read or
+# write once: p, g read, p written = 12 B (the factors are O(rows + cols)).  Our kernel
+# moves 24 B/param (three passes: p+g, g, p+g+p); torch's single-tensor step moves
+# roughly three times that (it materialises the variance estimate and the update).
+ADAFACTOR_BPP = 12
+
+
+def bench_adafactor(torch, fl, n, threads, timing, log) -> list:
+    rows_, cols_ = 4096, max(1, n // 4096)
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(rows_, cols_, generator=gen)
+    g0 = torch.randn(rows_, cols_, generator=gen)
+
+    def param():
+        p = torch.nn.Parameter(p0.clone())
+        p.grad = g0.clone()
+        return p
+
+    out = []
+    for nt in threads:
+        fl.set_num_threads(nt)
+        torch.set_num_threads(nt)
+        methods = {}
+        opt = fl.optim.Adafactor([param()])
+        methods["ours-opt"] = opt.step
+        for label, fe in (("t-foreach", True), ("t-single", False)):
+            methods[label] = torch.optim.Adafactor([param()], foreach=fe).step
+        med = measure(methods, **timing)
+        gbs = {k: ADAFACTOR_BPP * rows_ * cols_ / v / 1e9 for k, v in med.items()}
+        best = max(gbs["t-foreach"], gbs["t-single"])
+        log(f"adafactor [{rows_}x{cols_}] thr={nt}: " + "  ".join(f"{k} {v * 1e3:.1f} ms" for k, v in med.items()))
+        out.append(dict(rule="adafactor", case=f"{rows_}x{cols_}", threads=nt, bytes_per_param=ADAFACTOR_BPP,
+                        median_s=med, gbs=gbs, opt_over_torch_fastest=gbs["ours-opt"] / best))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rules", default=",".join(RULES), help="comma-separated subset of " + ",".join(RULES))
+    ap.add_argument("--rules", default=",".join(RULES + ["adafactor"]),
+                    help="comma-separated subset of " + ",".join(RULES + ["adafactor"]))
     ap.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     ap.add_argument("--cases", default="one,many", help="one (1 tensor), many (200 tensors), or both")
     ap.add_argument("--quick", action="store_true", help="4M parameters and fewer repeats")
@@ -550,6 +590,8 @@ def main(argv=None):
         return 0
 
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    with_adafactor = "adafactor" in rules
+    rules = [r for r in rules if r != "adafactor"]
     for r in rules:
         if r not in RULES:
             ap.error(f"unknown rule {r!r} (known: {', '.join(RULES)})")
@@ -568,7 +610,7 @@ def main(argv=None):
     # numpy first, alone, in a clean subprocess (its element-wise ops are single-threaded,
     # so one figure serves every thread count)
     log(f"numpy reference (subprocess), N={n} ...")
-    np_times = run_numpy_subprocess(dict(rules=rules, cases=cases, n=n, **timing))
+    np_times = run_numpy_subprocess(dict(rules=rules, cases=cases, n=n, **timing)) if rules else {}
 
     import torch
     import fusedlearn as fl
@@ -608,6 +650,8 @@ def main(argv=None):
                     skipped=r["skipped"],
                 ))
 
+    ada_rows = bench_adafactor(torch, fl, n, threads, timing, log) if with_adafactor else []
+
     # ---- table
     print()
     print(f"N = {n:,} float32 parameters per step; GB/s = bytes_per_param * N / median step time; "
@@ -628,6 +672,15 @@ def main(argv=None):
     print("stepping torch params, Python overhead included) over the fastest torch.optim path.")
     print("numpy is single-threaded: the same")
     print("figure is shown for every thread count.")
+    if ada_rows:
+        print()
+        print(f"Adafactor, one float32 matrix, GB/s at {ADAFACTOR_BPP} B/param (p, g read, p written):")
+        print(f"{'case':<11} {'thr':>3} {'ours-opt':>9} {'t-foreach':>9} {'t-single':>9} {'opt/fastest':>11}")
+        for row in ada_rows:
+            print(f"{row['case']:<11} {row['threads']:>3} {fmt(row['gbs']['ours-opt'], 9)} "
+                  f"{fmt(row['gbs']['t-foreach'], 9)} {fmt(row['gbs']['t-single'], 9)} "
+                  f"{fmt(row['opt_over_torch_fastest'], 11)}")
+        rows += ada_rows
 
     if args.json:
         with open(args.json, "w") as f:

@@ -1,8 +1,13 @@
 // Python bindings of the fused optimizer steps: fusedlearn._C.<rule>_.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "bindings/run_on_device.h"
 #include "core/dispatch.h"
+#include "bindings/array_interop.h"
+#include "kernels/adafactor_args.h"
 #include "kernels/optim_hyper.h"
 #include "cuda/cuda_api.h"
 
@@ -241,6 +246,97 @@ void bind_optim(py::module_& m) {
       "ASGD (torch.optim.ASGD semantics) on lists of arrays, in place: p <- p (1 - lambd eta) - eta g, "
       "ax <- p if mu == 1 else ax + mu (p - ax). eta and mu are this step's values of torch's per-param "
       "state (the caller updates them after the step).");
+
+  m.def(
+      "adafactor_",
+      [check_step](py::object param, py::object grad, py::object row_var, py::object col_var, py::object variance,
+                   int64_t step, double lr, double beta2_decay, double eps1, double eps2, double d,
+                   double weight_decay, bool maximize, py::object found_inf) {
+        if (skip_for_found_inf(found_inf)) return;
+        check_step(step);
+        auto bad = [](bool fail, const std::string& what) {
+          if (fail) throw ValueError("adafactor_: " + what);
+        };
+        bad(!(lr >= 0.0), "Learning rate should be >= 0 but is: " + std::to_string(lr));
+        bad(!(beta2_decay <= 0.0), "beta2_decay should be <= 0 but is: " + std::to_string(beta2_decay));
+        bad(!(eps1 >= 0.0), "epsilon1 should be >= 0 but is: " + std::to_string(eps1));
+        bad(!(eps2 >= 0.0), "epsilon2 should be >= 0 but is: " + std::to_string(eps2));
+        bad(!(d >= 1.0), "Clipping threshold d should be >= 1 but is: " + std::to_string(d));
+        bad(!(weight_decay >= 0.0), "weight_decay should be >= 0 but is: " + std::to_string(weight_decay));
+        py::list ps, gs;
+        ps.append(param);
+        gs.append(grad);
+        // torch tensors borrowed through torch's accessors come without a shape: read it from Python
+        auto shape_from = [](py::handle obj, ArrayRef& ref) {
+          if (ref.shape.empty() && py::hasattr(obj, "shape"))
+            for (auto dim : py::tuple(obj.attr("shape"))) ref.shape.push_back(dim.cast<int64_t>());
+        };
+        ArrayRef shape_of = borrow_array(param, ArgName{"param"}, true);
+        shape_from(param, shape_of);
+        ArrayRef grad_ref = borrow_array(grad, ArgName{"grad"}, false);
+        shape_from(grad, grad_ref);
+        bad(grad_ref.shape != shape_of.shape, "grad must have param's shape");
+        const bool factored = shape_of.shape.size() > 1;
+        std::vector<ListSpec> specs{{"param", ps, true}, {"grad", gs, false}};
+        py::list vs;
+        if (!factored) {
+          bad(variance.is_none(), "variance is required for a tensor of fewer than 2 dimensions");
+          vs.append(variance);
+          specs.push_back({"variance", vs, true});
+        }
+        BorrowedLists bl = borrow_lists(specs);
+        bad(bl.device_type != 1, "CPU arrays only (no CUDA Adafactor kernel yet)");
+        AdafactorArgs a;
+        a.param = bl.ptrs[0][0];
+        a.grad = bl.ptrs[1][0];
+        a.n = shape_of.numel;
+        a.factored = factored;
+        ArrayRef rv, cv;
+        if (factored) {
+          bad(row_var.is_none() || col_var.is_none(), "row_var and col_var are required for a tensor of 2 or more dimensions");
+          rv = borrow_array(row_var, ArgName{"row_var"}, true);
+          cv = borrow_array(col_var, ArgName{"col_var"}, true);
+          const auto& sh = shape_of.shape;
+          a.rows = sh[sh.size() - 2];
+          a.cols = sh[sh.size() - 1];
+          a.batch = (a.rows * a.cols) ? a.n / (a.rows * a.cols) : 0;
+          bad(rv.numel != a.batch * a.rows, "row_var must have param's shape with the last dimension 1");
+          bad(cv.numel != a.batch * a.cols, "col_var must have param's shape with the second-last dimension 1");
+          bad(rv.dtype != bl.dtype || cv.dtype != bl.dtype, "row_var and col_var must have param's dtype");
+          bad(rv.device_type != 1 || cv.device_type != 1, "CPU arrays only (no CUDA Adafactor kernel yet)");
+          auto overlaps = [](const ArrayRef& x, const void* y, size_t ybytes) {
+            const char* a0 = static_cast<const char*>(x.data);
+            const char* b0 = static_cast<const char*>(y);
+            return a0 < b0 + ybytes && b0 < a0 + x.nbytes();
+          };
+          const size_t pbytes = shape_of.nbytes();
+          bad(overlaps(rv, a.param, pbytes) || overlaps(rv, a.grad, pbytes) || overlaps(cv, a.param, pbytes) ||
+                  overlaps(cv, a.grad, pbytes) || overlaps(rv, cv.data, cv.nbytes()),
+              "row_var and col_var must not overlap each other, param or grad");
+          a.row_var = rv.data;
+          a.col_var = cv.data;
+        } else {
+          a.variance = bl.ptrs[2][0];
+        }
+        if (a.n == 0) return;
+        const double t = double(step);
+        a.beta2_weight = std::pow(t, beta2_decay);
+        a.rho = std::min(lr, 1.0 / std::sqrt(t));
+        a.eps1 = eps1;
+        a.eps2 = eps2;
+        a.d = d;
+        a.param_scale = 1.0 - lr * weight_decay;
+        a.maximize = maximize;
+        auto k = cpu_kernels().adafactor[int(bl.dtype)];
+        py::gil_scoped_release nogil;
+        k(a);
+      },
+      "param"_a, "grad"_a, "row_var"_a = py::none(), "col_var"_a = py::none(), "variance"_a = py::none(),
+      py::kw_only(), "step"_a = 1, "lr"_a = 1e-2, "beta2_decay"_a = -0.8, "eps1"_a, "eps2"_a = 1e-3, "d"_a = 1.0,
+      "weight_decay"_a = 0.0, "maximize"_a = false, "found_inf"_a = py::none(),
+      "Adafactor (torch.optim.Adafactor semantics) on one tensor, in place: factored second moments "
+      "(row_var [..., R, 1], col_var [..., 1, C]) for 2+ dimensions, a full variance below. eps1 is "
+      "torch's eps[0] resolved (its default None means the dtype's machine epsilon).");
 }
 
 }  // namespace fl

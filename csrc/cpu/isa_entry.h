@@ -6,6 +6,7 @@
 namespace fl {
 namespace FL_ISA_NS {
 void fill_optim_kernels(CpuKernels& k);
+void fill_adafactor_kernels(CpuKernels& k);
 void fill_elementwise_kernels(CpuKernels& k);
 void fill_gemm_kernels(CpuKernels& k);
 void fill_rnn_kernels(CpuKernels& k);

@@ -12,6 +12,7 @@ CpuKernels make_table() {
   CpuKernels k{};
   k.isa = FL_ISA_NAME;
   fill_optim_kernels(k);
+  fill_adafactor_kernels(k);
   fill_elementwise_kernels(k);
   fill_gemm_kernels(k);
   fill_rnn_kernels(k);

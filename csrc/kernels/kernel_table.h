@@ -5,6 +5,7 @@
 #include <cstdint>
 #include "kernels/gemm_args.h"
 #include "kernels/conv_args.h"
+#include "kernels/adafactor_args.h"
 #include "kernels/optim_hyper.h"
 #include "kernels/rnn_args.h"
 #include "kernels/ran_args.h"
@@ -44,6 +45,7 @@ using SgemmPackedMaxMFn = int64_t (*)();  // the most rows M a call may have to 
 struct CpuKernels {
   const char* isa;
   OptimKernel optim[2][kNumRules];  // [dtype][rule]
+  void (*adafactor[2])(const AdafactorArgs&);  // one tensor per call (cpu/optim/adafactor_kernels.cpp)
   ReduceKernel sumsq[2];            // sum of squares, accumulated in double
   ReduceKernel absmax[2];           // max |x| (NaN if any NaN)
   ReduceKernel nonfinite[2];        // non-zero when any element is NaN or +-Inf

@@ -1,6 +1,6 @@
 """Thin functional wrappers over the compiled kernels (``fusedlearn._C``)."""
 from .optim import (  # noqa: F401
-    accsgd_, adadelta_, adagrad_, adam_, adamax_, adamw_, asgd_, nadam_, radam_, rmsprop_, rprop_, sdprop_,
+    adafactor_, accsgd_, adadelta_, adagrad_, adam_, adamax_, adamw_, asgd_, nadam_, radam_, rmsprop_, rprop_, sdprop_,
     sgd_,
 )
 from .grad_utils import abs_max, clamp_, has_nonfinite, scale_, sum_of_squares  # noqa: F401

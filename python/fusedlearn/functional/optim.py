@@ -23,6 +23,7 @@ nadam_ = _C.nadam_
 radam_ = _C.radam_
 rprop_ = _C.rprop_
 asgd_ = _C.asgd_
+adafactor_ = _C.adafactor_  # one tensor per call (factored state has its own shapes)
 
 __all__ = ["sgd_", "adagrad_", "adadelta_", "rmsprop_", "adam_", "adamw_", "adamax_", "accsgd_", "sdprop_",
-           "nadam_", "radam_", "rprop_", "asgd_"]
+           "nadam_", "radam_", "rprop_", "asgd_", "adafactor_"]

@@ -15,6 +15,7 @@ from .adamax import Adamax
 from .accsgd import AccSGD
 from .sdprop import SDProp
 from .nadam import NAdam
+from .adafactor import Adafactor
 from .radam import RAdam
 from .rprop import Rprop
 from .asgd import ASGD
@@ -26,7 +27,7 @@ from . import schedules
 from .constraints import GRUSpectralConstraint
 
 __all__ = [
-    "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "AccSGD", "SDProp", "NAdam", "RAdam", "Rprop", "ASGD",
+    "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "AccSGD", "SDProp", "NAdam", "RAdam", "Rprop", "ASGD", "Adafactor",
     "clip_grad_norm_", "clip_grad_value_", "found_inf",
     "LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "ReduceLROnPlateau", "InverseTimeLR",
     "schedules",

@@ -85,6 +85,18 @@ class Optimizer:
         """One fused kernel call: ``states`` maps each state name to its list."""
         raise NotImplementedError
 
+    def _param_state_names(self, group: dict, data, names: list) -> list:
+        """The subset of the group's state names a param with array ``data`` keeps (all, unless a rule says)."""
+        return names
+
+    def _new_state(self, group: dict, name: str, data):
+        """A new state array ``name`` for a param whose array is ``data``."""
+        return P.full_like(data, self._init_value(group, name))
+
+    def _state_shape(self, name: str, shape: tuple) -> tuple:
+        """Shape of state array ``name`` of a param of ``shape`` (the param's own, unless a rule factors it)."""
+        return shape
+
     def _kernel_step(self, state: dict, created: list) -> int:
         return P.step_count(state["step"]) + 1
 
@@ -195,7 +207,7 @@ class Optimizer:
                 created.append(name)
         for name in self._state_names(group) if names is None else names:
             if name not in state or state[name] is None:
-                state[name] = P.full_like(data, self._init_value(group, name))
+                state[name] = self._new_state(group, name, data)
                 created.append(name)
         if state:
             self.state[p] = state
@@ -207,7 +219,7 @@ class Optimizer:
         bins: dict = {}
         try:
             for p, data, grad in items:
-                state, created = self._prepare_state(group, p, data, names)
+                state, created = self._prepare_state(group, p, data, self._param_state_names(group, data, names))
                 if created:
                     fresh[p] = created
                 step = self._kernel_step(state, created)
@@ -218,7 +230,7 @@ class Optimizer:
                 b["data"].append(data)
                 b["grad"].append(grad)
             for b in bins.values():
-                states = {n: [self.state[p][n] for p in b["p"]] for n in names}
+                states = {n: [self.state[p].get(n) for p in b["p"]] for n in names}
                 states.update(b["scalars"])
                 self._update(group, b["data"], b["grad"], states, b["step"])
                 for p in b["p"]:
@@ -289,9 +301,10 @@ class Optimizer:
                 elif k in self._scalar_state:
                     entry[k] = float(v)
                 elif P.is_array(v):
-                    if tuple(v.shape) != tuple(data.shape):
+                    want = self._state_shape(k, tuple(data.shape))
+                    if tuple(v.shape) != want:
                         raise ValueError(f"loaded state '{k}' of param {idx} has shape {tuple(v.shape)}, "
-                                         f"the param has {tuple(data.shape)}")
+                                         f"expected {want}")
                     entry[k] = P.copy_like(v, data)
                 else:
                     entry[k] = copy.deepcopy(v)
