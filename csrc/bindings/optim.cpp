@@ -285,7 +285,7 @@ void bind_optim(py::module_& m) {
           specs.push_back({"variance", vs, true});
         }
         BorrowedLists bl = borrow_lists(specs);
-        bad(bl.device_type != 1, "CPU arrays only (no CUDA Adafactor kernel yet)");
+        const bool cuda = on_cuda(bl);
         AdafactorArgs a;
         a.param = bl.ptrs[0][0];
         a.grad = bl.ptrs[1][0];
@@ -303,7 +303,9 @@ void bind_optim(py::module_& m) {
           bad(rv.numel != a.batch * a.rows, "row_var must have param's shape with the last dimension 1");
           bad(cv.numel != a.batch * a.cols, "col_var must have param's shape with the second-last dimension 1");
           bad(rv.dtype != bl.dtype || cv.dtype != bl.dtype, "row_var and col_var must have param's dtype");
-          bad(rv.device_type != 1 || cv.device_type != 1, "CPU arrays only (no CUDA Adafactor kernel yet)");
+          bad(rv.device_type != bl.device_type || cv.device_type != bl.device_type ||
+                  (cuda && (rv.device_id != bl.device_id || cv.device_id != bl.device_id)),
+              "row_var and col_var must be on param's device");
           auto overlaps = [](const ArrayRef& x, const void* y, size_t ybytes) {
             const char* a0 = static_cast<const char*>(x.data);
             const char* b0 = static_cast<const char*>(y);
@@ -327,6 +329,11 @@ void bind_optim(py::module_& m) {
         a.d = d;
         a.param_scale = 1.0 - lr * weight_decay;
         a.maximize = maximize;
+        if (cuda) {
+          py::gil_scoped_release nogil;
+          cuda::adafactor_step(a, bl.dtype, bl.device_id);
+          return;
+        }
         auto k = cpu_kernels().adafactor[int(bl.dtype)];
         py::gil_scoped_release nogil;
         k(a);

@@ -6,6 +6,7 @@
 #include "kernels/kernel_table.h"
 #include "kernels/gemm_args.h"
 #include "kernels/conv_args.h"
+#include "kernels/adafactor_args.h"
 
 namespace fl {
 namespace cuda {
@@ -20,6 +21,9 @@ std::string runtime_version();
 // std::runtime_error with the CUDA error string on failure.
 void optim_step(int rule, const void* hyper, DType dtype, const FlatList& list, int device);
 double sumsq(DType dtype, const FlatList& list, int device);
+// Adafactor's step on one tensor (kernels/adafactor_args.h), device pointers
+// on ordinal `device`; synchronous.
+void adafactor_step(const AdafactorArgs& args, DType dtype, int device);
 double absmax(DType dtype, const FlatList& list, int device);
 bool nonfinite(DType dtype, const FlatList& list, int device);
 void scale(DType dtype, const FlatList& list, double a, int device);

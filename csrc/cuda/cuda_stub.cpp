@@ -15,6 +15,7 @@ int device_count() { return 0; }
 std::string runtime_version() { return ""; }
 void optim_step(int, const void*, DType, const FlatList&, int) { fail(); }
 double sumsq(DType, const FlatList&, int) { fail(); }
+void adafactor_step(const AdafactorArgs&, DType, int) { fail(); }
 double absmax(DType, const FlatList&, int) { fail(); }
 bool nonfinite(DType, const FlatList&, int) { fail(); }
 void scale(DType, const FlatList&, double, int) { fail(); }
