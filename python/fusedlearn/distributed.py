@@ -485,18 +485,20 @@ class DataParallel:
         self._after_backward()
         return out
 
-    def _backward_overlapped(self, grad_out, input_grad):
+    def _backward_overlapped(self, grad_out, input_grad, run_layers: bool = True):
         """Sequential's layer loop, starting each bucket's non-blocking reduction as soon as the
-        layers holding its parameters are done, and progressing the pending ones between layers."""
+        layers holding its parameters are done, and progressing the pending ones between layers.
+        ``run_layers=False`` (a rank with no rows): no layer runs, but the same reductions start
+        in the same order, as MPI must see on every rank."""
         w = self._weight()
         pending, g = [], grad_out
         layers = self._layers
         for i in range(len(layers) - 1, -1, -1):
             m = layers[i]
-            if i == 0 and not input_grad:
+            if run_layers and i == 0 and not input_grad:
                 m.backward_params(g)
                 g = None
-            else:
+            elif run_layers:
                 g = m.backward(g)
             for bi in self._ready_after.get(i, ()):
                 b = self.buckets[bi]
@@ -524,22 +526,8 @@ class DataParallel:
         self._attach_views()
         if self.overlap and self._sync and self._layers:
             # the other ranks start non-blocking reductions bucket by bucket, which MPI never
-            # matches with a blocking one: start the same ones, in the same order
-            w = self._weight()
-            pending = []
-            for i in range(len(self._layers) - 1, -1, -1):
-                for bi in self._ready_after.get(i, ()):
-                    b = self.buckets[bi]
-                    self._reattach(b)
-                    if w != 1.0:
-                        b.buffer *= b.dtype.type(w)
-                    pending.append(self._start(b))
-            t0 = time.perf_counter()
-            for req, finish in pending:
-                req.Wait()
-                finish()
-            self.comm_seconds += time.perf_counter() - t0
-            object.__setattr__(self, "_n_global", None)
+            # matches with a blocking one
+            self._backward_overlapped(None, False, run_layers=False)
             return
         self._after_backward()
 
